@@ -1,0 +1,260 @@
+"""`OsviClient`: the lifecycle of a connection pool and one coroutine per API endpoint."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+
+from osvi_async._config import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, ClientConfig, RetryPolicy
+from osvi_async._decode import decode_inject_context, status_error
+from osvi_async._retry import is_retryable, remaining_budget, retry_after_failure
+from osvi_async._transport import Transport
+from osvi_async._validation import (
+    check_context,
+    check_session_id,
+    check_timeout,
+    encode_inject_body,
+)
+from osvi_async.errors import ClientClosedError, ClientValidationError, OsviError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from osvi_async.models import InjectContextResult
+
+__all__ = ["OsviClient"]
+
+
+class _Unset:
+    """Marks an option that `with_options` leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Any = _Unset()
+
+
+class OsviClient:
+    """An asyncio client for the OSVI chat API.
+
+    Use it as an async context manager, or call `close()` when done::
+
+        async with OsviClient() as client:
+            result = await client.inject_context(session_id, "Voice call: wants a refund.")
+
+    One client holds one connection pool; share it across the whole application and across
+    concurrent tasks rather than creating one per request. The pool (an aiohttp `ClientSession`
+    with a `TCPConnector(limit=max_connections)`) is created on the first request, inside the
+    running event loop.
+
+    Args:
+        api_token: The 16-character API token. Defaults to the `OSVI_API_TOKEN` environment
+            variable. It is sent in the `API-Token` header and never logged or shown in reprs.
+        base_url: The API root. Defaults to `OSVI_BASE_URL`, then `https://api.osvi.ai`. Must
+            be https; plain http is accepted only for loopback hosts (local emulators, tests).
+        timeout: Seconds one HTTP attempt may take, from connecting to the end of the body.
+        retry: How failed calls are retried; defaults to `RetryPolicy()` (3 retries).
+        max_connections: Most connections open at once; further requests wait for a free one.
+        session: An aiohttp `ClientSession` of your own to send requests through. It is used as
+            is (its connector limits apply, not `max_connections`) and never closed by us.
+
+    Raises:
+        ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout` or
+            `max_connections`.
+    """
+
+    __slots__ = ("__weakref__", "_config", "_owns_transport", "_transport")
+
+    def __init__(
+        self,
+        api_token: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        # Set first so that __del__ works even if validation below raises.
+        self._owns_transport = False
+        _check_retry(retry)
+        self._config = ClientConfig.resolve(
+            api_token=api_token,
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            max_connections=max_connections,
+        )
+        self._transport = Transport(
+            api_token=self._config.api_token,
+            max_connections=self._config.max_connections,
+            max_response_bytes=self._config.max_response_bytes,
+            session=session,
+        )
+        self._owns_transport = True
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to, without a trailing slash."""
+        return self._config.base_url
+
+    @property
+    def timeout(self) -> float:
+        """Default seconds per HTTP attempt."""
+        return self._config.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The default retry policy."""
+        return self._config.retry
+
+    @property
+    def closed(self) -> bool:
+        """True once the client (or the client this view was made from) was closed."""
+        return self._transport.closed
+
+    def __repr__(self) -> str:
+        return f"<OsviClient base_url={self._config.base_url!r} closed={self.closed}>"
+
+    async def __aenter__(self) -> Self:
+        if self.closed:
+            raise _closed_error()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool. Idempotent; the client cannot be used afterwards.
+
+        On a view made by `with_options`, this does nothing: the original client owns the pool.
+        """
+        if self._owns_transport:
+            await self._transport.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_owns_transport", False) and self._transport.needs_closing:
+            warnings.warn(
+                f"Unclosed {self!r}: use 'async with OsviClient()' or 'await client.close()'",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
+    def with_options(self, *, timeout: float = _UNSET, retry: RetryPolicy = _UNSET) -> OsviClient:
+        """A view of this client with other defaults, sharing its connection pool.
+
+        For one call site that needs, say, a shorter timeout or no retries::
+
+            fast = client.with_options(timeout=2.0, retry=RetryPolicy.none())
+
+        The view needs no closing of its own; closing the original closes the pool for both.
+        """
+        changes: dict[str, Any] = {}
+        if timeout is not _UNSET:
+            changes["timeout"] = check_timeout(timeout)
+        if retry is not _UNSET:
+            _check_retry(retry)
+            changes["retry"] = retry
+        view = object.__new__(OsviClient)
+        view._config = attrs.evolve(self._config, **changes)
+        view._transport = self._transport
+        view._owns_transport = False
+        return view
+
+    async def inject_context(
+        self,
+        session_id: str,
+        context: str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> InjectContextResult:
+        """Append one free-text entry to a chat session's context.
+
+        The session keeps only its 5 most recent entries (FIFO): appending a sixth drops the
+        oldest. The call is not idempotent; see `RetryPolicy` for what retrying may double.
+
+        Args:
+            session_id: The session UUID (`data.id` from creating the session).
+            context: The text to append; must contain something other than whitespace.
+            timeout: Seconds for each HTTP attempt; defaults to the client's `timeout`.
+            retry: Retry policy for this call; defaults to the client's `retry`.
+
+        Returns:
+            The session's context bucket after the append, and how many attempts it took.
+
+        Raises:
+            ClientValidationError: Bad `session_id` or `context`; nothing was sent.
+            ClientClosedError: The client was closed.
+            APIStatusError: The API answered with an error (a subclass per status) and
+                retrying did not help or was not allowed.
+            APIConnectionError: No answer came back (`APITimeoutError` for timeouts).
+            ResponseDecodeError: A success status with a body that is not the documented shape.
+        """
+        if self._transport.closed:
+            raise _closed_error()
+        session_id = check_session_id(session_id)
+        body = encode_inject_body(check_context(context))
+        attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
+        if retry is not None:
+            _check_retry(retry)
+        policy = self._config.retry if retry is None else retry
+        url = f"{self._config.base_url}/v1/chat/session/{session_id}/inject_context"
+        started = time.monotonic()
+
+        async def attempt(number: int) -> InjectContextResult:
+            budget = remaining_budget(policy, attempt_timeout, started, time.monotonic())
+            try:
+                response = await self._transport.post(url, body, timeout=budget)
+            except OsviError as exc:
+                exc.attempts = number
+                raise
+            if 200 <= response.status < 300:
+                try:
+                    return decode_inject_context(
+                        response.status, response.body, session_id=session_id, attempts=number
+                    )
+                except OsviError as exc:
+                    exc.attempts = number
+                    raise
+            raise status_error(
+                response.status,
+                response.body,
+                session_id=session_id,
+                retry_after=response.retry_after,
+                attempts=number,
+            )
+
+        try:
+            return await attempt(1)
+        except OsviError as first_error:
+            if policy.max_retries == 0 or not is_retryable(policy, first_error):
+                raise
+            failure = first_error
+        return await retry_after_failure(
+            policy,
+            attempt,
+            failure,
+            started=started,
+            operation=f"inject_context for session {session_id}",
+        )
+
+
+def _check_retry(retry: object) -> None:
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ClientValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+
+
+def _closed_error() -> ClientClosedError:
+    return ClientClosedError("This OsviClient is closed; create a new one")

@@ -1,0 +1,169 @@
+"""Configuration values: defaults, the retry policy, and the resolved client settings.
+
+Everything here is a frozen, keyword-only attrs value, validated when it is built. An override
+makes a new value (`attrs.evolve`); nothing is mutated after construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+import attrs
+
+from osvi_async._validation import (
+    check_api_token,
+    check_base_url,
+    check_max_connections,
+    check_timeout,
+)
+
+if TYPE_CHECKING:
+    from osvi_async.errors import OsviError
+
+__all__ = ["ClientConfig", "RetryEvent", "RetryPolicy"]
+
+TOKEN_ENV_VAR: Final = "OSVI_API_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+BASE_URL_ENV_VAR: Final = "OSVI_BASE_URL"
+DEFAULT_BASE_URL: Final = "https://api.osvi.ai"
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_MAX_CONNECTIONS: Final = 100
+#: Real answers are a few hundred bytes; anything past this is a broken or hostile server.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+#: 408 Request Timeout, 429 Too Many Requests, 502 engine failure, 503 and 504 from the edge.
+DEFAULT_RETRY_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
+
+
+@attrs.frozen(kw_only=True)
+class RetryEvent:
+    """What `RetryPolicy.on_retry` is told before each backoff sleep.
+
+    Attributes:
+        attempt: The number of the attempt that just failed (1 for the first).
+        delay: How long, in seconds, the client will sleep before the next attempt.
+        error: The error the failed attempt raised.
+    """
+
+    attempt: int
+    delay: float
+    error: OsviError
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _optional_positive(
+    _instance: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0 or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a failed call is retried. Immutable; derive variants with `attrs.evolve`.
+
+    The first attempt of every call is made without any retry machinery; only a retryable
+    failure enters the backoff loop. Waits are exponential with full jitter: before retry *n*
+    the client sleeps a uniformly random time in `[0, min(max_delay, initial_delay * 2**(n-1))]`.
+    A `Retry-After` header, when honoured, replaces that wait (up to `max_retry_after`).
+
+    A 502 that the engine marks as a refusal (`EngineRejectedError`) is never retried, nor is
+    any 4xx outside `retry_statuses`, nor a success with an unreadable body.
+
+    Note that `inject_context` appends, and the API has no idempotency key: retrying after a
+    failure in which the request was already sent (a timeout, a dropped connection) may apply
+    the entry twice. Lost context is usually worse than a repeated line, so such failures are
+    retried by default; set `retry_timeouts=False` and `retry_connection_errors=False` for
+    at-most-once delivery.
+
+    Attributes:
+        max_retries: Retries after the first attempt; 3 means at most 4 attempts.
+        initial_delay: Upper bound, in seconds, of the first backoff wait.
+        max_delay: Upper bound, in seconds, of any backoff wait.
+        retry_statuses: HTTP statuses that are retried.
+        retry_connection_errors: Whether to retry when no response came back.
+        retry_timeouts: Whether to retry when an attempt timed out.
+        respect_retry_after: Whether a `Retry-After` header sets the wait.
+        max_retry_after: Longest `Retry-After`, in seconds, that is obeyed as given; a longer
+            one is cut to this.
+        deadline: Seconds from the start of the call after which no further attempt starts,
+            or None for no deadline. An attempt's own timeout is shortened to fit inside it.
+        on_retry: Called with a `RetryEvent` before every backoff sleep (for metrics).
+        sleep: The coroutine used to wait; tests pass a fake that records instead of sleeping.
+        random: Returns a float in [0, 1) for the jitter; tests pass a fixed one.
+    """
+
+    max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    max_delay: float = attrs.field(default=8.0, validator=_non_negative)
+    retry_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_RETRY_STATUSES, converter=frozenset
+    )
+    retry_connection_errors: bool = True
+    retry_timeouts: bool = True
+    respect_retry_after: bool = True
+    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
+    deadline: float | None = attrs.field(default=None, validator=_optional_positive)
+    on_retry: Callable[[RetryEvent], None] | None = attrs.field(default=None, eq=False)
+    sleep: Callable[[float], Awaitable[None]] = attrs.field(
+        default=asyncio.sleep, eq=False, repr=False
+    )
+    random: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """A policy that never retries: every call makes exactly one attempt."""
+        return cls(max_retries=0)
+
+
+def _resolve_token(value: str | None) -> str:
+    token = value if value is not None else os.environ.get(TOKEN_ENV_VAR)
+    return check_api_token(token, env_var=TOKEN_ENV_VAR)
+
+
+def _resolve_base_url(value: str | None) -> str:
+    url = value if value is not None else os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    return check_base_url(url)
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """The settings one `OsviClient` runs with, resolved and checked once at construction.
+
+    `api_token` is hidden from the repr so that logging a config never leaks it.
+    """
+
+    api_token: str = attrs.field(repr=False)
+    base_url: str
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=check_timeout)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    max_connections: int = attrs.field(
+        default=DEFAULT_MAX_CONNECTIONS, validator=attrs.validators.ge(1)
+    )
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=attrs.validators.ge(1024)
+    )
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        api_token: str | None,
+        base_url: str | None,
+        timeout: float,
+        retry: RetryPolicy | None,
+        max_connections: int,
+    ) -> ClientConfig:
+        """Build a config from constructor arguments, falling back to the environment."""
+        return cls(
+            api_token=_resolve_token(api_token),
+            base_url=_resolve_base_url(base_url),
+            timeout=timeout,
+            retry=retry if retry is not None else RetryPolicy(),
+            max_connections=check_max_connections(max_connections),
+        )

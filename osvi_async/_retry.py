@@ -1,0 +1,147 @@
+"""Retry decisions and the backoff loop; the only module that imports tenacity.
+
+The decision "retry or not" (`is_retryable`) and the wait (`backoff_delay`) are plain functions
+of the policy and the error, tested on their own. `retry_after_failure` feeds them to tenacity.
+
+The first attempt of a call never comes here: the client makes it directly and calls
+`retry_after_failure` only once a retryable error happened, so the success path pays nothing
+for the retry machinery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import tenacity
+
+from osvi_async._config import RetryEvent, RetryPolicy
+from osvi_async.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    EngineRejectedError,
+    OsviError,
+)
+
+T = TypeVar("T")
+
+logger: Final = logging.getLogger("osvi_async")
+
+
+def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
+    """Whether `error` may go away on another attempt, under `policy`.
+
+    Cancellation and anything that is not an `OsviError` are never retried.
+    """
+    if isinstance(error, EngineRejectedError):
+        return False  # the engine refused on purpose; it would refuse again
+    if isinstance(error, APIStatusError):
+        return error.status in policy.retry_statuses
+    if isinstance(error, APITimeoutError):
+        return policy.retry_timeouts
+    if isinstance(error, APIConnectionError):
+        return policy.retry_connection_errors
+    return False
+
+
+def backoff_delay(policy: RetryPolicy, failed_attempt: int, error: OsviError, rand: float) -> float:
+    """Seconds to wait after attempt number `failed_attempt` failed with `error`.
+
+    `rand` is a number in [0, 1) that scales the full-jitter wait. A server's `Retry-After`, if
+    the policy honours it, replaces the computed wait and is cut to `max_retry_after`.
+    """
+    if (
+        policy.respect_retry_after
+        and isinstance(error, APIStatusError)
+        and error.retry_after is not None
+    ):
+        return min(error.retry_after, policy.max_retry_after)
+    ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** (failed_attempt - 1))
+    return rand * ceiling
+
+
+async def retry_after_failure(
+    policy: RetryPolicy,
+    attempt: Callable[[int], Awaitable[T]],
+    first_error: OsviError,
+    *,
+    started: float,
+    operation: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Keep calling `attempt(n)` for n = 2, 3, ... after the first attempt failed.
+
+    Returns the first success. When the policy gives up, the last real error is raised (with
+    its `attempts` set), never a tenacity type. `started` is the `clock()` reading at the
+    start of the call, for the deadline.
+    """
+    rand = policy.random or random.random
+    number = 1
+
+    async def next_attempt() -> T:
+        nonlocal number
+        if number == 1:
+            # Replays the first attempt's failure so that tenacity computes the first wait.
+            number = 2
+            raise first_error
+        current, number = number, number + 1
+        return await attempt(current)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = _failure(state)
+        return backoff_delay(policy, state.attempt_number, error, rand())
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number > policy.max_retries:
+            return True
+        if policy.deadline is None:
+            return False
+        return clock() - started + state.upcoming_sleep >= policy.deadline
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = _failure(state)
+        delay = state.upcoming_sleep
+        logger.info(
+            "%s: attempt %d failed (%s); retrying in %.3f s",
+            operation,
+            state.attempt_number,
+            _cause(error),
+            delay,
+        )
+        if policy.on_retry is not None:
+            policy.on_retry(RetryEvent(attempt=state.attempt_number, delay=delay, error=error))
+
+    retrying = tenacity.AsyncRetrying(
+        stop=stop,
+        wait=wait,
+        retry=tenacity.retry_if_exception(lambda exc: is_retryable(policy, exc)),
+        before_sleep=before_sleep,
+        sleep=policy.sleep,
+        reraise=True,
+    )
+    return await retrying(next_attempt)
+
+
+def remaining_budget(policy: RetryPolicy, timeout: float, started: float, now: float) -> float:
+    """The timeout for an attempt starting at `now`: the call's timeout, cut to the deadline."""
+    if policy.deadline is None:
+        return timeout
+    return max(0.001, min(timeout, policy.deadline - (now - started)))
+
+
+def _failure(state: tenacity.RetryCallState) -> OsviError:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    if not isinstance(error, OsviError):  # pragma: no cover - `retry` admits only OsviError
+        raise RuntimeError("retry loop saw a non-osvi failure") from error
+    return error
+
+
+def _cause(error: OsviError) -> str:
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status} {error.code or ''}".rstrip()
+    return f"{type(error).__name__}: {error.message}"

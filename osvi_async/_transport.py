@@ -1,0 +1,180 @@
+"""The HTTP seam: the only module of the client that touches aiohttp.
+
+It owns (or borrows) the `aiohttp.ClientSession`, sends one request per call, reads the answer
+with a size cap, and translates every aiohttp failure into an `osvi_async.errors` class, so no
+foreign type or exception escapes to the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+import aiohttp
+from yarl import URL
+
+from osvi_async.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ClientClosedError,
+    ResponseDecodeError,
+)
+
+USER_AGENT: Final = "osvi-async"
+
+
+class RawResponse(NamedTuple):
+    """What came back for one attempt, before decoding."""
+
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class Transport:
+    """One connection pool and the headers every request carries.
+
+    The `ClientSession` is created lazily, on the first request, so that it binds to the event
+    loop that actually runs the calls. A session passed in by the caller is used as is and is
+    never closed here.
+    """
+
+    __slots__ = (
+        "_borrowed",
+        "_closed",
+        "_headers",
+        "_max_connections",
+        "_max_response_bytes",
+        "_session",
+        "_timeouts",
+    )
+
+    def __init__(
+        self,
+        *,
+        api_token: str,
+        max_connections: int,
+        max_response_bytes: int,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._headers: Final = {
+            "API-Token": api_token,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = session
+        self._borrowed = session is not None
+        self._closed = False
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Transport {state} max_connections={self._max_connections}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` ran."""
+        return self._closed
+
+    @property
+    def needs_closing(self) -> bool:
+        """True while this transport holds a session it created and has not closed it."""
+        return not self._closed and not self._borrowed and self._session is not None
+
+    async def post(self, url: str, body: bytes, *, timeout: float) -> RawResponse:
+        """POST `body` to `url` and read the answer; aiohttp errors come out as ours."""
+        session = self._session_for_request()
+        try:
+            async with session.post(
+                URL(url, encoded=True),
+                data=body,
+                headers=self._headers,
+                timeout=self._timeout(timeout),
+                allow_redirects=False,
+            ) as response:
+                payload = await self._read_capped(response)
+                return RawResponse(response.status, payload, response.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            # aiohttp's own timeout errors are also TimeoutError, so this comes first.
+            sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
+            phase = "waiting for the answer" if sent else "connecting"
+            raise APITimeoutError(
+                f"Request timed out after {timeout:g} s while {phase}", request_sent=sent
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise APIConnectionError(
+                f"Could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}",
+                request_sent=False,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"Connection failed after the request was sent: {type(exc).__name__}: {exc}",
+                request_sent=True,
+            ) from exc
+        except RuntimeError as exc:
+            if session.closed:
+                raise ClientClosedError(
+                    "The aiohttp session given to OsviClient was closed by its owner"
+                ) from exc
+            raise
+
+    async def close(self) -> None:
+        """Close the session if this transport created it; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not self._borrowed:
+            await session.close()
+
+    def _session_for_request(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("This OsviClient is closed; create a new one")
+        session = self._session
+        if session is None:
+            session = self._session = self._new_session()
+        return session
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        # Called from a coroutine, so the session and its connector bind to the running loop.
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies worth keeping
+            raise_for_status=False,
+        )
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            if len(self._timeouts) > 64:  # deadlines make many distinct values; keep it small
+                self._timeouts.clear()
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        """Read the body, refusing more than the cap (after decompression, so gzip bombs too)."""
+        limit = self._max_response_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise self._too_large(response.status, limit)
+        chunks = bytearray()
+        stream = response.content
+        while True:
+            chunk = await stream.read(limit + 1 - len(chunks))
+            if not chunk:
+                return bytes(chunks)
+            chunks += chunk
+            if len(chunks) > limit:
+                raise self._too_large(response.status, limit)
+
+    @staticmethod
+    def _too_large(status: int, limit: int) -> ResponseDecodeError:
+        return ResponseDecodeError(
+            f"Response body is larger than {limit} bytes (HTTP {status}); refusing to read it. "
+            "A real OSVI answer is a few hundred bytes: check base_url",
+            status=status,
+            body="",
+        )

@@ -1,0 +1,133 @@
+"""Input checks that run before anything goes on the wire.
+
+Each check either returns the value to use or raises `ClientValidationError` with a message that
+says what is wrong and what is expected. Messages never quote the API token.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from typing import Final
+from urllib.parse import urlsplit
+
+from osvi_async.errors import ClientValidationError
+
+API_TOKEN_LENGTH: Final = 16
+# ASCII only on purpose: `\d` and `\w` would admit Unicode digits and look-alikes.
+_UUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+
+
+def check_session_id(session_id: object) -> str:
+    """Return `session_id` if it is a UUID string; it becomes a path segment, so nothing else is."""
+    if not isinstance(session_id, str):
+        raise ClientValidationError(
+            f"session_id must be a str (a session UUID), got {type(session_id).__name__}"
+        )
+    if _UUID.fullmatch(session_id) is None:
+        raise ClientValidationError(
+            f"session_id must be a session UUID like 4718a326-417b-4dda-90d0-21fd65a11cb8, "
+            f"got {_excerpt(session_id)}"
+        )
+    return session_id
+
+
+def check_context(context: object) -> str:
+    """Return `context` if it is a string with some non-whitespace text in it."""
+    if not isinstance(context, str):
+        raise ClientValidationError(f"context must be a str, got {type(context).__name__}")
+    if not context.strip():
+        raise ClientValidationError("context must not be empty or only whitespace")
+    return context
+
+
+def encode_inject_body(context: str) -> bytes:
+    """Encode the request body; lone surrogates, which UTF-8 cannot carry, are a usage error."""
+    try:
+        return json.dumps({"context": context}, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ClientValidationError(
+            f"context is not valid Unicode text (unpaired surrogate at index {exc.start})"
+        ) from exc
+
+
+def check_api_token(token: object, *, env_var: str) -> str:
+    """Return the token if it looks like an OSVI API token (16 printable, non-space characters)."""
+    if token is None or token == "":
+        raise ClientValidationError(
+            f"No API token: pass api_token=... or set the {env_var} environment variable "
+            "(the 16-character token from the OSVI dashboard, Settings -> API)"
+        )
+    if not isinstance(token, str):
+        raise ClientValidationError(f"api_token must be a str, got {type(token).__name__}")
+    if len(token) != API_TOKEN_LENGTH:
+        raise ClientValidationError(
+            f"api_token must be {API_TOKEN_LENGTH} characters long, got {len(token)}"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ClientValidationError("api_token must not contain whitespace or control characters")
+    return token
+
+
+def check_base_url(url: object) -> str:
+    """Return the base URL without a trailing slash; it must be https, or http on loopback."""
+    if not isinstance(url, str):
+        raise ClientValidationError(f"base_url must be a str, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        raise ClientValidationError(f"base_url is not a valid URL: {url!r}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise ClientValidationError(
+            f"base_url must be an absolute http(s) URL like https://api.osvi.ai, got {url!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ClientValidationError("base_url must not contain credentials; use api_token")
+    if parts.query or parts.fragment:
+        raise ClientValidationError(f"base_url must not have a query or fragment, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ClientValidationError(
+            f"base_url must use https (http is allowed only for loopback hosts), got {url!r}"
+        )
+    return url.rstrip("/")
+
+
+def check_timeout(timeout: object) -> float:
+    """Return the timeout as a float number of seconds; it must be finite and positive."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ClientValidationError(
+            f"timeout must be a number of seconds, got {type(timeout).__name__}"
+        )
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ClientValidationError(f"timeout must be a positive number of seconds, got {timeout}")
+    return float(timeout)
+
+
+def check_max_connections(value: object) -> int:
+    """Return the connection limit; it must be a whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ClientValidationError(f"max_connections must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ClientValidationError(f"max_connections must be >= 1, got {value}")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    shown = text if len(text) <= limit else text[:limit] + "..."
+    return repr(shown)

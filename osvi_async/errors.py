@@ -1,0 +1,227 @@
+"""Every error osvi-async raises, in one tree.
+
+Catch `OsviError` to handle anything the SDK can raise; catch a leaf to act on one cause::
+
+    OsviError
+    ├── ClientValidationError (also ValueError)   bad input, caught before any byte is sent
+    ├── ClientClosedError                         the client was used after close()
+    ├── APIConnectionError                        no HTTP answer came back
+    │   └── APITimeoutError                       ... because a timeout ran out
+    ├── APIStatusError                            the API answered with an error status
+    │   ├── BadRequestError          400
+    │   ├── AuthenticationError      401
+    │   ├── NotFoundError            404
+    │   ├── RateLimitError           429
+    │   ├── EngineError              502  the upstream chat engine failed
+    │   │   └── EngineRejectedError       ... and refused this request: never retried
+    │   └── ServerError              other 5xx
+    └── ResponseDecodeError                       a success status with a body we cannot read
+
+`APIConnectionError.request_sent` separates "never connected" (the entry certainly was not
+applied, safe to retry) from "sent, no answer" (the entry may have been applied).
+
+No message, attribute or repr here ever holds the API token: the errors are built from the
+status, the response body and the session id only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ClientValidationError",
+    "EngineError",
+    "EngineRejectedError",
+    "NotFoundError",
+    "OsviError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "ServerError",
+]
+
+
+class OsviError(Exception):
+    """Base class of every error raised by osvi-async.
+
+    Attributes:
+        attempts: How many HTTP attempts were made before this error was raised (0 when the
+            error came before anything was sent).
+    """
+
+    attempts: int
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+    @property
+    def message(self) -> str:
+        """The human-readable message, without the attempt count."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        if self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
+
+
+class ClientValidationError(OsviError, ValueError):
+    """The arguments are invalid; nothing was sent.
+
+    Raised for a blank or non-string `context`, a `session_id` that is not a UUID, a missing or
+    malformed API token, or a `base_url` that is not https (http is allowed for loopback only).
+    Fix the input: retrying cannot help.
+    """
+
+
+class ClientClosedError(OsviError, RuntimeError):
+    """The client was used after `close()`; nothing was sent. Create a new client."""
+
+
+class APIConnectionError(OsviError):
+    """No HTTP response was received: the connection failed or dropped.
+
+    Attributes:
+        request_sent: False when the request certainly never reached the server (the connection
+            could not be opened), so the entry was not applied. True when the request may have
+            reached the server before the failure, so the entry may have been applied.
+    """
+
+    request_sent: bool
+
+    def __init__(self, message: str, *, request_sent: bool, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """No response arrived within the timeout (per attempt, or the retry policy's deadline)."""
+
+
+class APIStatusError(OsviError):
+    """The API answered with a non-success HTTP status.
+
+    Attributes:
+        status: The HTTP status code.
+        code: The API's machine-readable `error` string (for example `session_not_found`), the
+            `errors` list joined with "; " (the shape OSVI's 422 answers use), or None when the
+            body carried neither (an HTML page from a proxy, say).
+        body: The start of the response body, decoded as text and truncated; for diagnostics.
+        session_id: The chat session the request was for.
+        retry_after: The server's `Retry-After`, in seconds, when it sent one.
+    """
+
+    status: int
+    code: str | None
+    body: str
+    session_id: str | None
+    retry_after: float | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None,
+        body: str,
+        session_id: str | None = None,
+        retry_after: float | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+        self.code = code
+        self.body = body
+        self.session_id = session_id
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400: the API refused the body (`context_required`, `context must be a string`)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API token is missing or not valid for this account."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such session (`session_not_found`): the id is wrong or the session was closed."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; `retry_after` says how long the server asks us to wait."""
+
+
+class EngineError(APIStatusError):
+    """502: the upstream chat engine could not be reached or failed.
+
+    Usually transient and retried by default.
+
+    Attributes:
+        upstream_body: The engine's own error body as the API relayed it (a JSON object), or
+            None when the engine said nothing (unreachable) or the 502 came from a proxy.
+    """
+
+    upstream_body: dict[str, Any] | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None,
+        body: str,
+        upstream_body: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        retry_after: float | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            code=code,
+            body=body,
+            session_id=session_id,
+            retry_after=retry_after,
+            attempts=attempts,
+        )
+        self.upstream_body = upstream_body
+
+
+class EngineRejectedError(EngineError):
+    """502 in which the engine deliberately refused the request.
+
+    Recognised by `upstream_body["state"] == "rejected"` or by an `error` naming an upstream 4xx
+    ("Python engine returned 422 ..."). The same request would be refused again, so it is never
+    retried; `upstream_body["reason"]` usually says why.
+    """
+
+
+class ServerError(APIStatusError):
+    """5xx other than 502: the API itself failed (503 and 504 are retried by default)."""
+
+
+class ResponseDecodeError(OsviError):
+    """The API answered with a success status but a body that is not the documented shape.
+
+    The request may well have been applied, so it is not retried. The message quotes a short
+    excerpt of what came back.
+
+    Attributes:
+        status: The HTTP status code.
+        body: The start of the response body, decoded as text and truncated.
+    """
+
+    status: int
+    body: str
+
+    def __init__(self, message: str, *, status: int, body: str, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+        self.body = body

@@ -1,0 +1,111 @@
+"""Decoding answers into models and typed errors, and reading Retry-After."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from osvi_async import EngineError, EngineRejectedError, ResponseDecodeError, ServerError
+from osvi_async._decode import (
+    BODY_EXCERPT_CHARS,
+    decode_inject_context,
+    excerpt_of,
+    parse_retry_after,
+    status_error,
+)
+from tests.support import SESSION_ID
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+
+
+def test_decode_ignores_unknown_keys_and_falls_back_to_requested_id() -> None:
+    """Extra keys are ignored; a missing data.session_id means the session we asked about."""
+    body = json.dumps({"success": True, "data": {"context": ["x"], "extra": 1}, "meta": {}})
+    result = decode_inject_context(200, body.encode(), session_id=SESSION_ID, attempts=2)
+    assert (result.session_id, result.context, result.attempts) == (SESSION_ID, ("x",), 2)
+
+
+def test_decode_error_quotes_excerpt_and_status() -> None:
+    """The decode error keeps the status and quotes what came back."""
+    with pytest.raises(ResponseDecodeError) as caught:
+        decode_inject_context(201, b"<html>oops</html>", session_id=SESSION_ID, attempts=1)
+    assert caught.value.status == 201
+    assert "<html>oops</html>" in str(caught.value)
+
+
+def test_deeply_nested_json_is_a_decode_error() -> None:
+    """Pathological nesting is reported as a decode error, not a RecursionError."""
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ResponseDecodeError):
+        decode_inject_context(200, body, session_id=SESSION_ID, attempts=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("3", 3.0),
+        (" 1.5 ", 1.5),
+        ("-4", 0.0),
+        ("Thu, 26 Nov 2026 12:00:30 GMT", 30.0),
+        ("Thu, 26 Nov 2026 11:00:00 GMT", 0.0),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    """Delta-seconds and HTTP dates are read; junk and non-finite values are ignored."""
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_parse_retry_after_date_without_zone_is_utc() -> None:
+    """An HTTP date with '-0000' (no zone) is taken as UTC."""
+    assert parse_retry_after("Thu, 26 Nov 2026 12:00:10 -0000", now=NOW) == 10.0
+
+
+def test_status_error_502_shapes() -> None:
+    """502 bodies: null upstream is EngineError, a rejected upstream is EngineRejectedError."""
+    plain = status_error(
+        502,
+        b'{"success": false, "error": "engine down", "upstream_body": null}',
+        session_id=SESSION_ID,
+        retry_after=None,
+        attempts=1,
+    )
+    assert type(plain) is EngineError
+    assert plain.upstream_body is None
+    rejected = status_error(
+        502,
+        b'{"success": false, "error": "x", "upstream_body": {"state": "rejected"}}',
+        session_id=SESSION_ID,
+        retry_after="2",
+        attempts=3,
+    )
+    assert type(rejected) is EngineRejectedError
+    assert (rejected.retry_after, rejected.attempts) == (2.0, 3)
+    odd = status_error(
+        502, b'{"upstream_body": [1]}', session_id=SESSION_ID, retry_after=None, attempts=1
+    )
+    assert type(odd) is EngineError
+    assert odd.upstream_body is None
+    assert odd.code is None
+
+
+def test_status_error_other_5xx_and_odd_bodies() -> None:
+    """A 599 is a ServerError; an 'errors' list that is not all strings gives no code."""
+    error = status_error(
+        599, b'{"errors": [1, "a"]}', session_id=SESSION_ID, retry_after=None, attempts=1
+    )
+    assert type(error) is ServerError
+    assert error.code is None
+    assert "no error code" in str(error)
+
+
+def test_excerpt_is_truncated_and_tolerates_bad_utf8() -> None:
+    """Excerpts stop at BODY_EXCERPT_CHARS and replace undecodable bytes."""
+    assert excerpt_of(b"\xff\xfeok") == "\ufffd\ufffdok"
+    long = excerpt_of(b"a" * 10_000)
+    assert long == "a" * BODY_EXCERPT_CHARS + "..."

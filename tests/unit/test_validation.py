@@ -1,0 +1,114 @@
+"""Construction-time checks: token, base URL, timeouts, environment fallbacks, reprs."""
+
+from __future__ import annotations
+
+import pytest
+
+from osvi_async import ClientValidationError, OsviClient, RetryPolicy
+from osvi_async._config import ClientConfig
+from tests.support import TOKEN
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test without OSVI_* variables from the developer's shell."""
+    monkeypatch.delenv("OSVI_API_TOKEN", raising=False)
+    monkeypatch.delenv("OSVI_BASE_URL", raising=False)
+
+
+def test_missing_token_names_the_env_var() -> None:
+    """No token anywhere: the error tells the user to set OSVI_API_TOKEN."""
+    with pytest.raises(ClientValidationError, match="OSVI_API_TOKEN"):
+        OsviClient()
+
+
+def test_env_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token and base URL come from the environment; the default URL is production https."""
+    monkeypatch.setenv("OSVI_API_TOKEN", TOKEN)
+    assert OsviClient().base_url == "https://api.osvi.ai"
+    monkeypatch.setenv("OSVI_BASE_URL", "http://127.0.0.1:8787/")
+    assert OsviClient().base_url == "http://127.0.0.1:8787"
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("short", "16 characters long, got 5"),
+        ("0123456789abcdefX", "16 characters long, got 17"),
+        ("0123456789ab cde", "whitespace"),
+        ("0123456789abcd\x00e", "control"),
+        (1234567890123456, "must be a str"),
+    ],
+)
+def test_bad_tokens_are_refused_without_echo(token: object, problem: str) -> None:
+    """A malformed token is refused, and the message never repeats it."""
+    with pytest.raises(ClientValidationError, match=problem) as caught:
+        OsviClient(token)  # type: ignore[arg-type]
+    assert str(token) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.osvi.ai",
+        "https://api.osvi.ai/",
+        "https://proxy.example.com/osvi",
+        "http://127.0.0.1:8080",
+        "http://127.5.6.7",
+        "http://[::1]:9000",
+        "http://localhost:1234",
+    ],
+)
+def test_accepted_base_urls(url: str) -> None:
+    """https anywhere, http only on loopback; a trailing slash is dropped."""
+    assert OsviClient(TOKEN, base_url=url).base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://api.osvi.ai", "must use https"),
+        ("http://10.0.0.1", "must use https"),
+        ("ftp://api.osvi.ai", "absolute http"),
+        ("api.osvi.ai", "absolute http"),
+        ("https://user:pw@api.osvi.ai", "credentials"),
+        ("https://api.osvi.ai?x=1", "query"),
+        ("https://api.osvi.ai:99999", "not a valid URL"),
+        (42, "must be a str"),
+    ],
+)
+def test_refused_base_urls(url: object, problem: str) -> None:
+    """Plain http off loopback, other schemes, credentials and queries are refused."""
+    with pytest.raises(ClientValidationError, match=problem):
+        OsviClient(TOKEN, base_url=url)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"timeout": 0}, "positive"),
+        ({"timeout": float("inf")}, "positive"),
+        ({"timeout": True}, "number of seconds"),
+        ({"timeout": "5"}, "number of seconds"),
+        ({"max_connections": 0}, ">= 1"),
+        ({"max_connections": 2.5}, "must be an int"),
+        ({"retry": {"max_retries": 1}}, "RetryPolicy"),
+    ],
+)
+def test_bad_options(kwargs: dict[str, object], problem: str) -> None:
+    """Bad timeouts, limits and policies are refused when the client is built."""
+    with pytest.raises(ClientValidationError, match=problem):
+        OsviClient(TOKEN, **kwargs)  # type: ignore[arg-type]
+
+
+def test_token_never_in_reprs() -> None:
+    """Neither the client's nor its config's repr shows the token."""
+    client = OsviClient(TOKEN, base_url="http://127.0.0.1:1", retry=RetryPolicy.none())
+    config = ClientConfig.resolve(
+        api_token=TOKEN, base_url=None, timeout=3, retry=None, max_connections=5
+    )
+    assert TOKEN not in repr(client)
+    assert TOKEN not in repr(config)
+    assert TOKEN not in repr(client._transport)
+    assert config.timeout == 3.0
+    assert "base_url='http://127.0.0.1:1'" in repr(client)
