@@ -9,6 +9,8 @@ import pytest
 from osvi_async import OsviClient, RetryPolicy
 from tests.support import BASE_URL, TOKEN, FakeSleep
 
+pytest_plugins = ["osvi_async.testing.pytest_plugin"]
+
 
 @pytest.fixture
 def fake_sleep() -> FakeSleep:
