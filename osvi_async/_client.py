@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -10,8 +9,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 
 from osvi_async._config import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, ClientConfig, RetryPolicy
-from osvi_async._decode import decode_inject_context, status_error
-from osvi_async._retry import is_retryable, remaining_budget, retry_after_failure
+from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport
 from osvi_async._validation import (
     check_context,
@@ -19,7 +17,7 @@ from osvi_async._validation import (
     check_timeout,
     encode_inject_body,
 )
-from osvi_async.errors import ClientClosedError, ClientValidationError, OsviError
+from osvi_async.errors import ClientClosedError, ClientValidationError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -210,45 +208,17 @@ class OsviClient:
         if retry is not None:
             _check_retry(retry)
         policy = self._config.retry if retry is None else retry
-        url = f"{self._config.base_url}/v1/chat/session/{session_id}/inject_context"
-        started = time.monotonic()
-
-        async def attempt(number: int) -> InjectContextResult:
-            budget = remaining_budget(policy, attempt_timeout, started, time.monotonic())
-            try:
-                response = await self._transport.post(url, body, timeout=budget)
-            except OsviError as exc:
-                exc.attempts = number
-                raise
-            if 200 <= response.status < 300:
-                try:
-                    return decode_inject_context(
-                        response.status, response.body, session_id=session_id, attempts=number
-                    )
-                except OsviError as exc:
-                    exc.attempts = number
-                    raise
-            raise status_error(
-                response.status,
-                response.body,
-                session_id=session_id,
-                retry_after=response.retry_after,
-                attempts=number,
-            )
-
-        try:
-            return await attempt(1)
-        except OsviError as first_error:
-            if policy.max_retries == 0 or not is_retryable(policy, first_error):
-                raise
-            failure = first_error
-        return await retry_after_failure(
-            policy,
-            attempt,
-            failure,
-            started=started,
-            operation=f"inject_context for session {session_id}",
+        return await send_inject_context(
+            self._transport,
+            url=self._inject_url(session_id),
+            body=body,
+            session_id=session_id,
+            timeout=attempt_timeout,
+            policy=policy,
         )
+
+    def _inject_url(self, session_id: str) -> str:
+        return f"{self._config.base_url}/v1/chat/session/{session_id}/inject_context"
 
 
 def _check_retry(retry: object) -> None:

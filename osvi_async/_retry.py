@@ -71,13 +71,15 @@ async def retry_after_failure(
     *,
     started: float,
     operation: str,
+    allow_retry: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Keep calling `attempt(n)` for n = 2, 3, ... after the first attempt failed.
 
     Returns the first success. When the policy gives up, the last real error is raised (with
     its `attempts` set), never a tenacity type. `started` is the `clock()` reading at the
-    start of the call, for the deadline.
+    start of the call, for the deadline. `allow_retry`, when given, is asked before each
+    retry (after the policy said yes) and can refuse it: a bulk run's shared retry budget.
     """
     rand = policy.random or random.random
     number = 1
@@ -98,9 +100,12 @@ async def retry_after_failure(
     def stop(state: tenacity.RetryCallState) -> bool:
         if state.attempt_number > policy.max_retries:
             return True
-        if policy.deadline is None:
-            return False
-        return clock() - started + state.upcoming_sleep >= policy.deadline
+        if (
+            policy.deadline is not None
+            and clock() - started + state.upcoming_sleep >= policy.deadline
+        ):
+            return True
+        return allow_retry is not None and not allow_retry()
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = _failure(state)

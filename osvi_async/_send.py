@@ -1,0 +1,104 @@
+"""One API call from first attempt to final answer: send, decode, and retry when allowed.
+
+The first attempt runs here directly; the retry loop (`_retry.retry_after_failure`) is entered
+only after a retryable failure. An optional `AttemptGate` lets a bulk run pause attempts (a
+circuit breaker, a rate limit) and ration retries (a retry budget) across many calls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from osvi_async._config import RetryPolicy
+from osvi_async._decode import decode_inject_context, status_error
+from osvi_async._retry import is_retryable, remaining_budget, retry_after_failure
+from osvi_async._transport import Transport
+from osvi_async.errors import OsviError
+from osvi_async.models import InjectContextResult
+
+
+class AttemptGate(Protocol):
+    """Flow control shared by many calls; see `osvi_async._flow.FlowControl`."""
+
+    async def before_attempt(self, number: int) -> None:
+        """Wait until attempt `number` of a call may be sent, or raise to give up unsent."""
+
+    def after_attempt(self, error: OsviError | None, *, retryable: bool) -> None:
+        """Learn how an attempt ended: `error` None for a success."""
+
+    def attempt_abandoned(self) -> None:
+        """An attempt that passed `before_attempt` ended without an answer (cancelled)."""
+
+    def allow_retry(self) -> bool:
+        """Whether the shared retry budget allows one more retry; takes it if so."""
+
+
+async def send_inject_context(
+    transport: Transport,
+    *,
+    url: str,
+    body: bytes,
+    session_id: str,
+    timeout: float,
+    policy: RetryPolicy,
+    gate: AttemptGate | None = None,
+) -> InjectContextResult:
+    """POST one inject_context request, with retries, and return the decoded result."""
+    started = time.monotonic()
+
+    async def attempt(number: int) -> InjectContextResult:
+        if gate is not None:
+            await gate.before_attempt(number)
+        budget = remaining_budget(policy, timeout, started, time.monotonic())
+        try:
+            result = await _attempt_once(
+                transport, url, body, session_id=session_id, timeout=budget, number=number
+            )
+        except OsviError as exc:
+            if gate is not None:
+                gate.after_attempt(exc, retryable=is_retryable(policy, exc))
+            raise
+        except BaseException:
+            if gate is not None:
+                gate.attempt_abandoned()
+            raise
+        if gate is not None:
+            gate.after_attempt(None, retryable=False)
+        return result
+
+    try:
+        return await attempt(1)
+    except OsviError as first_error:
+        if policy.max_retries == 0 or not is_retryable(policy, first_error):
+            raise
+        failure = first_error
+    return await retry_after_failure(
+        policy,
+        attempt,
+        failure,
+        started=started,
+        operation=f"inject_context for session {session_id}",
+        allow_retry=gate.allow_retry if gate is not None else None,
+    )
+
+
+async def _attempt_once(
+    transport: Transport, url: str, body: bytes, *, session_id: str, timeout: float, number: int
+) -> InjectContextResult:
+    try:
+        response = await transport.post(url, body, timeout=timeout)
+        if 200 <= response.status < 300:
+            return decode_inject_context(
+                response.status, response.body, session_id=session_id, attempts=number
+            )
+    except OsviError as exc:
+        exc.attempts = number
+        raise
+    raise status_error(
+        response.status,
+        response.body,
+        session_id=session_id,
+        retry_after=response.retry_after,
+        attempts=number,
+    )
