@@ -3,14 +3,16 @@
 Everything public is importable from here; modules with a leading underscore are private.
 """
 
+from osvi_async._bulk import BulkRun
 from osvi_async._client import OsviClient
-from osvi_async._config import RetryEvent, RetryPolicy
+from osvi_async._config import CircuitBreaker, RetryBudget, RetryEvent, RetryPolicy
 from osvi_async.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    CircuitOpenError,
     ClientClosedError,
     ClientValidationError,
     EngineError,
@@ -19,9 +21,10 @@ from osvi_async.errors import (
     OsviError,
     RateLimitError,
     ResponseDecodeError,
+    RunStoppedError,
     ServerError,
 )
-from osvi_async.models import InjectContextResult
+from osvi_async.models import BulkSummary, InjectContextResult, InjectOutcome, InjectRequest
 
 __version__ = "0.1.0.dev0"
 
@@ -31,18 +34,26 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BulkRun",
+    "BulkSummary",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ClientClosedError",
     "ClientValidationError",
     "EngineError",
     "EngineRejectedError",
     "InjectContextResult",
+    "InjectOutcome",
+    "InjectRequest",
     "NotFoundError",
     "OsviClient",
     "OsviError",
     "RateLimitError",
     "ResponseDecodeError",
+    "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
+    "RunStoppedError",
     "ServerError",
     "__version__",
 ]

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
-from osvi_async._config import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, ClientConfig, RetryPolicy
+from osvi_async._bulk import BulkRun, InjectItem, _Engine
+from osvi_async._config import (
+    DEFAULT_CIRCUIT_BREAKER,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RETRY_BUDGET,
+    DEFAULT_TIMEOUT,
+    CircuitBreaker,
+    ClientConfig,
+    RetryBudget,
+    RetryPolicy,
+)
+from osvi_async._flow import FlowControl
 from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport
 from osvi_async._validation import (
     check_context,
+    check_positive_int,
+    check_rate,
     check_session_id,
     check_timeout,
     encode_inject_body,
@@ -216,6 +231,86 @@ class OsviClient:
             timeout=attempt_timeout,
             policy=policy,
         )
+
+    def inject_many(
+        self,
+        items: Iterable[InjectItem] | AsyncIterable[InjectItem],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rate_limit: float | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = DEFAULT_RETRY_BUDGET,
+        circuit_breaker: CircuitBreaker | None = DEFAULT_CIRCUIT_BREAKER,
+        max_pending: int | None = None,
+    ) -> BulkRun:
+        """Inject many entries concurrently; yields one `InjectOutcome` per item as each ends.
+
+        Guarantees:
+
+        - exactly one outcome per input item; a failure (including an invalid item) is an
+          outcome, never an exception that ends the run;
+        - entries for one session are sent one at a time, in input order; different sessions
+          proceed in parallel, so a slow or retrying session delays only itself;
+        - at most `concurrency` requests in flight, and at most `max_pending` items pulled
+          from the input and not yet handed to you, so memory does not grow with the input
+          (a generator of millions of items is fine);
+        - retries are rationed by `retry_budget` and paused by `circuit_breaker` when the API
+          keeps failing, so an outage does not multiply the load.
+
+        Example::
+
+            async with client.inject_many(rows, concurrency=64) as run:
+                async for outcome in run:
+                    if not outcome.ok:
+                        log.warning("item %d failed: %s", outcome.index, outcome.error)
+            print(run.summary)
+
+        Args:
+            items: `InjectRequest`s or `(session_id, context)` tuples, from an iterable or an
+                async iterable; pulled lazily.
+            concurrency: Most requests in flight at once (and worker tasks).
+            rate_limit: Most attempts started per second across the run, or None.
+            timeout: Seconds per HTTP attempt; defaults to the client's.
+            retry: Retry policy per item; defaults to the client's.
+            retry_budget: Cap on retries across the run; None for no cap.
+            circuit_breaker: When to pause sending during an outage; None to never pause.
+            max_pending: Most items pulled and not yet handed over; default `4 * concurrency`,
+                at least 256.
+
+        Returns:
+            A `BulkRun`: iterate it for outcomes, then read `summary` and `leftovers`.
+
+        Raises:
+            ClientValidationError: An argument is invalid (raised here, before anything runs).
+            ClientClosedError: The client is closed.
+        """
+        if self._transport.closed:
+            raise _closed_error()
+        concurrency = check_positive_int("concurrency", concurrency)
+        if max_pending is None:
+            max_pending = max(256, 4 * concurrency)
+        max_pending = check_positive_int("max_pending", max_pending)
+        if rate_limit is not None:
+            rate_limit = check_rate(rate_limit)
+        attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
+        _check_retry(retry)
+        engine = _Engine(
+            transport=self._transport,
+            url_for=self._inject_url,
+            items=items,
+            concurrency=concurrency,
+            max_pending=max_pending,
+            timeout=attempt_timeout,
+            policy=self._config.retry if retry is None else retry,
+            flow=FlowControl(
+                concurrency=concurrency,
+                budget=retry_budget,
+                breaker=circuit_breaker,
+                rate_limit=rate_limit,
+            ),
+        )
+        return BulkRun(engine)
 
     def _inject_url(self, session_id: str) -> str:
         return f"{self._config.base_url}/v1/chat/session/{session_id}/inject_context"

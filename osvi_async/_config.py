@@ -23,7 +23,7 @@ from osvi_async._validation import (
 if TYPE_CHECKING:
     from osvi_async.errors import OsviError
 
-__all__ = ["ClientConfig", "RetryEvent", "RetryPolicy"]
+__all__ = ["CircuitBreaker", "ClientConfig", "RetryBudget", "RetryEvent", "RetryPolicy"]
 
 TOKEN_ENV_VAR: Final = "OSVI_API_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 BASE_URL_ENV_VAR: Final = "OSVI_BASE_URL"
@@ -54,6 +54,11 @@ class RetryEvent:
 def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 def _optional_positive(
@@ -167,3 +172,59 @@ class ClientConfig:
             retry=retry if retry is not None else RetryPolicy(),
             max_connections=check_max_connections(max_connections),
         )
+
+
+@attrs.frozen(kw_only=True)
+class RetryBudget:
+    """A cap on retries shared by every call of one bulk run (a token bucket).
+
+    Each item's first attempt earns `per_request` retry tokens and each success earns
+    `per_success` more, up to `max_tokens`; every retry spends one. When the bucket is empty, a
+    failed attempt is final even if its `RetryPolicy` would allow more.
+
+    The bound this gives: a run of N items that sees S successes sends at most
+    `N * (1 + per_request) + S * per_success` requests. With the defaults, a total outage (no
+    successes) costs at most 2 requests per item, whatever `max_retries` says, while a run
+    in which most calls succeed can still retry each failure several times.
+
+    Attributes:
+        per_request: Tokens earned by each item's first attempt.
+        per_success: Tokens earned by each successful attempt.
+        max_tokens: Most tokens the bucket holds, so that a long healthy run cannot bank an
+            unbounded number of retries for the next outage. None means
+            `max(100, 4 * concurrency)`.
+    """
+
+    per_request: float = attrs.field(default=1.0, validator=_non_negative)
+    per_success: float = attrs.field(default=1.0, validator=_non_negative)
+    max_tokens: float | None = attrs.field(default=None, validator=_optional_positive)
+
+
+@attrs.frozen(kw_only=True)
+class CircuitBreaker:
+    """When a bulk run stops sending because the API keeps failing, and how it recovers.
+
+    After `failure_threshold` retryable failures in a row (502, 503, 504, 429, 408, timeouts,
+    dropped connections), the circuit opens: no attempt is sent, and items wait. After a
+    cool-down one probe attempt goes out; if it succeeds, the circuit closes and every waiting
+    item proceeds; if it fails, the cool-down doubles (up to `max_cooldown`) and the circuit
+    stays open. Items are not failed while they wait, so a short outage costs time, not data.
+    If the circuit stays open for `give_up_after` seconds, waiting attempts fail with
+    `CircuitOpenError` (certainly not applied) and the run finishes.
+
+    Attributes:
+        failure_threshold: Consecutive retryable failures that open the circuit.
+        cooldown: Seconds before the first probe.
+        max_cooldown: Longest wait between probes, in seconds.
+        give_up_after: Seconds the circuit may stay open before waiting items fail.
+    """
+
+    failure_threshold: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    cooldown: float = attrs.field(default=0.5, validator=_positive)
+    max_cooldown: float = attrs.field(default=8.0, validator=_positive)
+    give_up_after: float = attrs.field(default=120.0, validator=_positive)
+
+
+DEFAULT_CONCURRENCY: Final = 64
+DEFAULT_RETRY_BUDGET: Final = RetryBudget()
+DEFAULT_CIRCUIT_BREAKER: Final = CircuitBreaker()

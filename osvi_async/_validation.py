@@ -112,11 +112,27 @@ def check_timeout(timeout: object) -> float:
 
 def check_max_connections(value: object) -> int:
     """Return the connection limit; it must be a whole number of at least 1."""
+    return check_positive_int("max_connections", value)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return `value` if it is a whole number of at least 1."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ClientValidationError(f"max_connections must be an int, got {type(value).__name__}")
+        raise ClientValidationError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
-        raise ClientValidationError(f"max_connections must be >= 1, got {value}")
+        raise ClientValidationError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def check_rate(value: object) -> float:
+    """Return a rate limit in requests per second; it must be finite and positive."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ClientValidationError(
+            f"rate_limit must be a number of requests per second, got {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ClientValidationError(f"rate_limit must be a positive number, got {value}")
+    return float(value)
 
 
 def _is_loopback(host: str) -> bool:

@@ -15,7 +15,9 @@ Catch `OsviError` to handle anything the SDK can raise; catch a leaf to act on o
     │   ├── EngineError              502  the upstream chat engine failed
     │   │   └── EngineRejectedError       ... and refused this request: never retried
     │   └── ServerError              other 5xx
-    └── ResponseDecodeError                       a success status with a body we cannot read
+    ├── ResponseDecodeError                       a success status with a body we cannot read
+    ├── CircuitOpenError                          a bulk run stopped sending: the API kept failing
+    └── RunStoppedError                           a bulk run was closed before this item finished
 
 `APIConnectionError.request_sent` separates "never connected" (the entry certainly was not
 applied, safe to retry) from "sent, no answer" (the entry may have been applied).
@@ -34,6 +36,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CircuitOpenError",
     "ClientClosedError",
     "ClientValidationError",
     "EngineError",
@@ -42,6 +45,7 @@ __all__ = [
     "OsviError",
     "RateLimitError",
     "ResponseDecodeError",
+    "RunStoppedError",
     "ServerError",
 ]
 
@@ -225,3 +229,27 @@ class ResponseDecodeError(OsviError):
         super().__init__(message, attempts=attempts)
         self.status = status
         self.body = body
+
+
+class CircuitOpenError(OsviError):
+    """A bulk run's circuit breaker stayed open too long; this item was not sent (this time).
+
+    The API kept failing, so the run stopped sending instead of piling retries onto it. The
+    entry was not applied by the attempt that was refused; earlier attempts of the same item,
+    if any, are reported in `attempts`.
+    """
+
+
+class RunStoppedError(OsviError):
+    """A bulk run was closed or cancelled before this item finished.
+
+    Attributes:
+        request_sent: False when the item was never sent (it was still queued), so it was
+            certainly not applied. True when it was in flight: it may have been applied.
+    """
+
+    request_sent: bool
+
+    def __init__(self, message: str, *, request_sent: bool, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.request_sent = request_sent

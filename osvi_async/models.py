@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["InjectContextResult"]
+from osvi_async.errors import OsviError
+
+__all__ = ["BulkSummary", "InjectContextResult", "InjectOutcome", "InjectRequest"]
 
 
 @attrs.frozen(slots=True)
@@ -25,3 +27,77 @@ class InjectContextResult:
     session_id: str
     context: tuple[str, ...]
     attempts: int = 1
+
+
+@attrs.frozen(slots=True)
+class InjectRequest:
+    """One entry for `OsviClient.inject_many`: append `context` to session `session_id`.
+
+    A plain `(session_id, context)` tuple is accepted wherever a request is.
+    """
+
+    session_id: str
+    context: str
+
+
+@attrs.frozen(slots=True)
+class InjectOutcome:
+    """How one item of a bulk run ended. Every item given to `inject_many` gets exactly one.
+
+    Attributes:
+        index: The item's position in the input, from 0.
+        request: The item as an `InjectRequest`, or None if the input held something that is
+            not a request or a `(session_id, context)` pair (`error` says what).
+        ok: True when the entry was accepted.
+        result: The API's answer when `ok`, else None.
+        error: Why the item failed when not `ok`, else None.
+    """
+
+    index: int
+    request: InjectRequest | None
+    ok: bool
+    result: InjectContextResult | None = None
+    error: OsviError | None = None
+
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts made for this item (0 if it was never sent)."""
+        if self.result is not None:
+            return self.result.attempts
+        return self.error.attempts if self.error is not None else 0
+
+
+@attrs.frozen(kw_only=True)
+class BulkSummary:
+    """Counts for a bulk run, so far or at its end (`BulkRun.summary`).
+
+    Every item pulled from the input is counted exactly once in `succeeded + failed`,
+    or, if the run was stopped early, in `not_sent` or `interrupted`.
+
+    Attributes:
+        items: Items pulled from the input so far.
+        succeeded: Items the API accepted.
+        failed: Items that ended with an error (including invalid ones).
+        invalid: Of the failed, those refused before sending (bad session id or context).
+        retries: Extra HTTP attempts made, across all items.
+        retries_refused: Retries the policy wanted but the run's retry budget refused.
+        not_sent: Items pulled but never sent because the run was stopped early.
+        interrupted: Items in flight when the run was stopped; they may have been applied.
+        elapsed: Seconds since the run started.
+    """
+
+    items: int
+    succeeded: int
+    failed: int
+    invalid: int
+    retries: int
+    retries_refused: int
+    not_sent: int
+    interrupted: int
+    elapsed: float
+
+    @property
+    def throughput(self) -> float:
+        """Finished items (succeeded + failed) per second."""
+        done = self.succeeded + self.failed
+        return done / self.elapsed if self.elapsed > 0 else 0.0

@@ -1,0 +1,340 @@
+"""inject_many: many entries, bounded in flight, in order per session, every item accounted for.
+
+How a run is laid out:
+
+- a *feeder* task pulls items from the input lazily, checks them, and puts each in its
+  session's *lane*. It stops pulling while `max_pending` items are open (pulled and not yet
+  handed to the caller), so memory does not grow with the input;
+- a lane is a queue per session id. Only the head of a lane is ever *ready*, so one session
+  never has two requests in flight and its entries are applied in input order, while other
+  sessions proceed in parallel;
+- `concurrency` *worker* tasks take ready items and send them (with retries, under the run's
+  shared `FlowControl`); when one finishes, the next item of its lane becomes ready;
+- outcomes reach the caller through an unbounded queue, bounded in practice by `max_pending`.
+
+Stopping early (the caller breaks out, or cancels) cancels the tasks; every item that was
+pulled but not handed over becomes part of `BulkRun.leftovers`, so nothing goes unaccounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from types import TracebackType
+from typing import Final, Self
+
+from osvi_async._config import RetryPolicy
+from osvi_async._flow import FlowControl
+from osvi_async._send import send_inject_context
+from osvi_async._transport import Transport
+from osvi_async._validation import check_context, check_session_id, encode_inject_body
+from osvi_async.errors import ClientValidationError, OsviError, RunStoppedError
+from osvi_async.models import BulkSummary, InjectContextResult, InjectOutcome, InjectRequest
+
+InjectItem = InjectRequest | tuple[str, str]
+"""What `inject_many` accepts per item."""
+
+_END: Final = object()
+
+
+class _Item:
+    """An item that passed the checks and waits in a lane, is ready, or is in flight."""
+
+    __slots__ = ("body", "index", "request", "session_id", "url")
+
+    def __init__(self, index: int, request: InjectRequest, url: str, body: bytes) -> None:
+        self.index = index
+        self.request = request
+        self.session_id = request.session_id
+        self.url = url
+        self.body = body
+
+
+def as_request(raw: object) -> InjectRequest:
+    """Read one input item as an InjectRequest, or raise ClientValidationError."""
+    if isinstance(raw, InjectRequest):
+        return raw
+    if isinstance(raw, tuple) and len(raw) == 2:
+        return InjectRequest(session_id=raw[0], context=raw[1])
+    raise ClientValidationError(
+        f"each item must be an InjectRequest or a (session_id, context) tuple, "
+        f"got {type(raw).__name__}"
+    )
+
+
+class _Engine:
+    """The state of one run; driven by `run()`, an async generator of outcomes."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        url_for: Callable[[str], str],
+        items: Iterable[InjectItem] | AsyncIterable[InjectItem],
+        concurrency: int,
+        max_pending: int,
+        timeout: float,
+        policy: RetryPolicy,
+        flow: FlowControl,
+    ) -> None:
+        self._transport = transport
+        self._url_for = url_for
+        self._items = items
+        self._concurrency = concurrency
+        self._max_pending = max_pending
+        self._timeout = timeout
+        self._policy = policy
+        self.flow = flow
+        self._lanes: dict[str, deque[_Item]] = {}
+        self._ready: asyncio.Queue[_Item] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[InjectOutcome | object] = asyncio.Queue()
+        self._in_flight: dict[int, _Item] = {}
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._input_error: BaseException | None = None
+        self._input_exhausted = False
+        self._pulled = 0
+        self._open = 0  # pulled, not yet handed to the caller
+        self._unfinished = 0  # valid items pulled and not finished
+        self._started = 0.0
+        self._stopped_at: float | None = None
+        self.succeeded = 0
+        self.failed = 0
+        self.invalid = 0
+        self.retries = 0
+        self.leftovers: tuple[InjectOutcome, ...] = ()
+
+    def summary(self) -> BulkSummary:
+        """The counters now."""
+        not_sent = sum(
+            1
+            for outcome in self.leftovers
+            if isinstance(outcome.error, RunStoppedError) and not outcome.error.request_sent
+        )
+        interrupted = sum(
+            1
+            for outcome in self.leftovers
+            if isinstance(outcome.error, RunStoppedError) and outcome.error.request_sent
+        )
+        end = self._stopped_at if self._stopped_at is not None else time.monotonic()
+        return BulkSummary(
+            items=self._pulled,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            invalid=self.invalid,
+            retries=self.retries,
+            retries_refused=self.flow.retries_refused,
+            not_sent=not_sent,
+            interrupted=interrupted,
+            elapsed=end - self._started if self._started else 0.0,
+        )
+
+    async def run(self) -> AsyncGenerator[InjectOutcome, None]:
+        """Start the tasks and yield outcomes as they finish; clean up however it ends."""
+        self._started = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._feed(), name="osvi-bulk-feeder"))
+        self._tasks.extend(
+            asyncio.create_task(self._work(), name=f"osvi-bulk-worker-{number}")
+            for number in range(self._concurrency)
+        )
+        try:
+            while True:
+                outcome = await self._outcomes.get()
+                if not isinstance(outcome, InjectOutcome):
+                    break
+                self._open -= 1
+                if self._open < self._max_pending:
+                    self._room.set()
+                yield outcome
+            if self._input_error is not None:
+                raise self._input_error
+        finally:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._stopped_at = time.monotonic()
+        leftovers = _drain_outcomes(self._outcomes)
+        for item in self._in_flight.values():
+            leftovers.append(_stopped(item, sent=True))
+        queued = _drain_items(self._ready)
+        for lane in self._lanes.values():
+            queued.extend(lane)
+        leftovers.extend(_stopped(item, sent=False) for item in queued)
+        self._in_flight.clear()
+        self._lanes.clear()
+        self.leftovers = tuple(sorted(leftovers, key=lambda outcome: outcome.index))
+
+    async def _feed(self) -> None:
+        try:
+            if isinstance(self._items, AsyncIterable):
+                async for raw in self._items:
+                    await self._admit(raw)
+            else:
+                for raw in self._items:
+                    await self._admit(raw)
+        except Exception as exc:
+            self._input_error = exc
+        self._input_exhausted = True
+        if self._unfinished == 0:
+            self._outcomes.put_nowait(_END)
+
+    async def _admit(self, raw: object) -> None:
+        while self._open >= self._max_pending:
+            self._room.clear()
+            await self._room.wait()
+        index = self._pulled
+        self._pulled += 1
+        self._open += 1
+        request: InjectRequest | None = None
+        try:
+            request = as_request(raw)
+            session_id = check_session_id(request.session_id)
+            body = encode_inject_body(check_context(request.context))
+        except ClientValidationError as exc:
+            self.failed += 1
+            self.invalid += 1
+            self._outcomes.put_nowait(InjectOutcome(index, request, ok=False, error=exc))
+            return
+        item = _Item(index, request, self._url_for(session_id), body)
+        self._unfinished += 1
+        lane = self._lanes.get(session_id)
+        if lane is None:
+            self._lanes[session_id] = deque()
+            self._ready.put_nowait(item)
+        else:
+            lane.append(item)
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._ready.get()
+            self._in_flight[item.index] = item
+            result: InjectContextResult | None = None
+            error: OsviError | None = None
+            try:
+                result = await send_inject_context(
+                    self._transport,
+                    url=item.url,
+                    body=item.body,
+                    session_id=item.session_id,
+                    timeout=self._timeout,
+                    policy=self._policy,
+                    gate=self.flow,
+                )
+            except OsviError as exc:
+                error = exc
+            except Exception as exc:
+                error = OsviError(f"Unexpected {type(exc).__name__} while sending: {exc}")
+                error.__cause__ = exc
+            del self._in_flight[item.index]
+            self._finish(item, result, error)
+
+    def _finish(
+        self, item: _Item, result: InjectContextResult | None, error: OsviError | None
+    ) -> None:
+        lane = self._lanes[item.session_id]
+        if lane:
+            self._ready.put_nowait(lane.popleft())
+        else:
+            del self._lanes[item.session_id]
+        if result is not None:
+            self.succeeded += 1
+            self.retries += result.attempts - 1
+            outcome = InjectOutcome(item.index, item.request, ok=True, result=result)
+        else:
+            self.failed += 1
+            self.retries += max(0, (error.attempts if error is not None else 0) - 1)
+            outcome = InjectOutcome(item.index, item.request, ok=False, error=error)
+        self._outcomes.put_nowait(outcome)
+        self._unfinished -= 1
+        if self._input_exhausted and self._unfinished == 0:
+            self._outcomes.put_nowait(_END)
+
+
+def _stopped(item: _Item, *, sent: bool) -> InjectOutcome:
+    if sent:
+        message = "The run was stopped while this item was in flight; it may have been applied"
+    else:
+        message = "The run was stopped before this item was sent; it was not applied"
+    return InjectOutcome(
+        item.index, item.request, ok=False, error=RunStoppedError(message, request_sent=sent)
+    )
+
+
+def _drain_items(queue: asyncio.Queue[_Item]) -> list[_Item]:
+    return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+def _drain_outcomes(queue: asyncio.Queue[InjectOutcome | object]) -> list[InjectOutcome]:
+    drained = (queue.get_nowait() for _ in range(queue.qsize()))
+    return [outcome for outcome in drained if isinstance(outcome, InjectOutcome)]
+
+
+class BulkRun:
+    """The outcomes of `OsviClient.inject_many`, as an async iterator, in completion order.
+
+    Iterate it to drive the run; nothing is sent before the first `__anext__`. Use it as an
+    async context manager (or call `aclose()`) so that breaking out of the loop stops the
+    run at once::
+
+        async with client.inject_many(items) as run:
+            async for outcome in run:
+                ...
+        print(run.summary)
+
+    Without the context manager, a run abandoned mid-way is stopped when it is garbage
+    collected.
+    """
+
+    __slots__ = ("_engine", "_outcomes")
+
+    def __init__(self, engine: _Engine) -> None:
+        self._engine = engine
+        self._outcomes = engine.run()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> InjectOutcome:
+        return await anext(self._outcomes)
+
+    async def aclose(self) -> None:
+        """Stop the run: no new sends, in-flight requests are cancelled. Idempotent."""
+        await self._outcomes.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def summary(self) -> BulkSummary:
+        """Counts so far; final once the iteration ended or the run was closed."""
+        return self._engine.summary()
+
+    @property
+    def leftovers(self) -> tuple[InjectOutcome, ...]:
+        """Outcomes the caller did not receive because the run was stopped early, by index.
+
+        Items still queued fail with `RunStoppedError(request_sent=False)`; items in flight
+        with `RunStoppedError(request_sent=True)`; items that had finished but were not yet
+        handed over keep their real outcome. Items after `summary.items` were never pulled
+        from the input. Empty after a run that was iterated to the end.
+        """
+        return self._engine.leftovers
+
+    @property
+    def circuit_state(self) -> str:
+        """The run's circuit breaker: "closed", "open" or "half-open"."""
+        return self._engine.flow.circuit_state
