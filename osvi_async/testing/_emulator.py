@@ -1,0 +1,234 @@
+"""OsviEmulator: a real HTTP server on 127.0.0.1 that behaves like the OSVI Chat v1 API.
+
+It listens on a real socket so the client under test goes through its whole stack (connection
+pool, timeouts, retries), and it records what it saw so a test can assert on the server's side.
+The observation methods are synchronous and must be called from the event loop's thread, the
+thread the emulator runs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Final, Self
+
+from aiohttp import web
+
+from osvi_async.testing._app import EmulatorApp
+from osvi_async.testing._faults import FaultPlan
+from osvi_async.testing._state import EmulatorStats, Observations, SessionStore
+
+__all__ = ["DEFAULT_HOST", "OsviEmulator", "generate_api_token"]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+"""Loopback only: the emulator is a test double with a known token, not a service."""
+
+API_TOKEN_LENGTH: Final = 16
+"""Length of the API's account tokens, and of the tokens the emulator generates."""
+
+_SHUTDOWN_TIMEOUT_SECONDS: Final = 1.0
+"""How long ``stop()`` lets a request still being answered finish before cancelling it."""
+
+_TOKEN_ALPHABET: Final = string.ascii_letters + string.digits
+
+
+def generate_api_token() -> str:
+    """Return a random 16-character token, shaped like an OSVI API token."""
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(API_TOKEN_LENGTH))
+
+
+class _CountingServer(web.Server):
+    """A low-level aiohttp server that also counts TCP connections as they come and go.
+
+    ``connection_made``/``connection_lost`` are the calls every ``RequestHandler`` (one per TCP
+    connection) makes to its server, once each, so counting there counts real connections,
+    including ones dropped before or without a request.
+    """
+
+    def __init__(self, app: EmulatorApp, observations: Observations, **kwargs: Any) -> None:
+        super().__init__(app.handle, handler_cancellation=True, **kwargs)
+        self._observations = observations
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        self._observations.connection_opened()
+        super().connection_made(handler, transport)
+
+    def connection_lost(
+        self, handler: web.RequestHandler, exc: BaseException | None = None
+    ) -> None:
+        self._observations.connection_closed()
+        super().connection_lost(handler, exc)
+
+
+class OsviEmulator:
+    """The OSVI Chat v1 API, emulated in memory and served on 127.0.0.1.
+
+    Use it as ``async with OsviEmulator() as emulator:``, then point a client at
+    ``emulator.base_url`` with ``emulator.api_token``. Without a port it listens on a free one.
+
+    Server rules it keeps, as the API does: the ``API-Token`` header must equal ``api_token``;
+    one active session per (customer, agent), opening a new one closes the old; a session's
+    context bucket keeps the 5 most recent entries; a closed session answers 404.
+
+    Args:
+        api_token: The token to accept; a random 16-character one when None.
+        host: Address to bind; keep the default loopback address.
+        port: Port to bind; 0 picks a free port.
+        fault_plan: Failures to inject; none when None. Can be replaced while running.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_token: str | None = None,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        fault_plan: FaultPlan | None = None,
+    ) -> None:
+        token = generate_api_token() if api_token is None else api_token
+        if not token or token != token.strip() or not token.isprintable():
+            raise ValueError("api_token must be non-empty printable text without outer spaces")
+        self._api_token = token
+        self._host = host
+        self._requested_port = port
+        self._store = SessionStore()
+        self._observations = Observations()
+        self._app: EmulatorApp | None = None
+        self._initial_plan = fault_plan if fault_plan is not None else FaultPlan()
+        self._runner: web.ServerRunner | None = None
+        self._port: int | None = None
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        # Never the token: reprs end up in logs and test reports.
+        where = self.base_url if self._port is not None else "not started"
+        return f"<OsviEmulator {where}>"
+
+    @property
+    def api_token(self) -> str:
+        """The token the emulator accepts in the ``API-Token`` header."""
+        return self._api_token
+
+    @property
+    def port(self) -> int:
+        """The port the emulator listens on. Raises RuntimeError before ``start()``."""
+        if self._port is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``, the client's ``base_url``. Raises before ``start()``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def fault_plan(self) -> FaultPlan:
+        """The failures being injected; assign a new plan to change them, even while running."""
+        return self._app.fault_plan if self._app is not None else self._initial_plan
+
+    @fault_plan.setter
+    def fault_plan(self, plan: FaultPlan) -> None:
+        self._initial_plan = plan
+        if self._app is not None:
+            self._app.fault_plan = plan
+
+    async def start(self) -> None:
+        """Bind the socket and start answering. Raises RuntimeError if called twice."""
+        if self._runner is not None or self._stopped:
+            raise RuntimeError("an OsviEmulator can be started only once")
+        self._app = EmulatorApp(
+            api_token=self._api_token,
+            store=self._store,
+            observations=self._observations,
+            fault_plan=self._initial_plan,
+        )
+        # No access log: the emulator should not write request lines into the user's test logs.
+        server = _CountingServer(self._app, self._observations, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
+        await runner.setup()
+        self._runner = runner
+        try:
+            site = web.TCPSite(runner, self._host, self._requested_port)
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._port = site.port
+
+    async def stop(self) -> None:
+        """Release hanging requests, close every connection and the socket. Idempotent."""
+        self._stopped = True
+        if self._app is not None:
+            self._app.stopping.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def create_session(
+        self,
+        *,
+        agent_uuid: str = "agent_emulator",
+        customer_id: str | None = None,
+        context: Iterable[str] = (),
+    ) -> str:
+        """Open a session directly (no HTTP, no faults) and return its id.
+
+        Follows the create-session rules: the pair's previous active session is closed, and
+        only the 5 most recent non-blank ``context`` entries are kept. ``customer_id`` defaults
+        to a new unique id, so each call opens an independent session.
+        """
+        customer = f"customer_{uuid.uuid4().hex[:12]}" if customer_id is None else customer_id
+        session = self._store.create(agent_uuid=agent_uuid, customer_id=customer, context=context)
+        return session.id
+
+    def close_session(self, session_id: str) -> None:
+        """Close a session, as the support ``close`` command does. Raises KeyError if unknown."""
+        self._store.close(session_id)
+
+    def bucket(self, session_id: str) -> tuple[str, ...]:
+        """The session's context bucket now: at most 5 entries, oldest first.
+
+        Raises:
+            KeyError: No session has this id.
+        """
+        return tuple(self._store.require(session_id).bucket)
+
+    def applied(self, session_id: str) -> tuple[str, ...]:
+        """Every entry inject_context ever applied to the session, in order, never capped.
+
+        Initial context given at creation is not included (see ``bucket``). An entry sent
+        twice (for example by a retry after an ambiguous failure) appears twice.
+
+        Raises:
+            KeyError: No session has this id.
+        """
+        return tuple(self._store.require(session_id).applied)
+
+    def requests_for(self, session_id: str) -> int:
+        """How many inject_context requests named this session, whatever their outcome."""
+        return self._observations.inject_requests_for(session_id)
+
+    @property
+    def stats(self) -> EmulatorStats:
+        """A snapshot of the request, concurrency, connection and fault counters."""
+        return self._observations.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero the counters in ``stats``; peaks restart from the current open/in-flight values."""
+        self._observations.reset()

@@ -1,0 +1,148 @@
+"""Run the emulator as a standalone server, for trying a client or an app by hand.
+
+``serve`` runs until SIGINT or SIGTERM and then returns, so a process manager, a terminal's
+Ctrl+C and a test's ``terminate()`` all end it cleanly with exit status 0. ``main`` is the
+command line (``python -m osvi_async.testing``, later ``osvi-async serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from osvi_async.testing._emulator import DEFAULT_HOST, OsviEmulator
+from osvi_async.testing._faults import FaultKind, FaultPlan
+
+__all__ = ["DEFAULT_PORT", "main", "serve"]
+
+DEFAULT_PORT: Final = 8787
+"""The command line's default port; ``serve`` and the command line take 0 for a free port."""
+
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+async def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    plan: FaultPlan | None = None,
+    *,
+    on_ready: Callable[[OsviEmulator], None] | None = None,
+) -> None:
+    """Serve the emulator until SIGINT or SIGTERM arrives (or this coroutine is cancelled).
+
+    Args:
+        host: Address to bind; the loopback default keeps the emulator private.
+        port: Port to bind; 0 picks a free one (read it from the emulator in ``on_ready``).
+        token: The API token to accept; a generated 16-character one when None.
+        plan: Failures to inject; none when None.
+        on_ready: Called once the socket is listening, with the running emulator.
+
+    Raises:
+        OSError: The address could not be bound.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in _STOP_SIGNALS:
+        # Signal handlers exist only in the main thread of a Unix process; elsewhere the
+        # caller stops the server by cancelling this coroutine.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+    try:
+        async with OsviEmulator(api_token=token, host=host, port=port, fault_plan=plan) as emu:
+            if on_ready is not None:
+                on_ready(emu)
+            await stop.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be within [0, 65535], got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    failure_kinds = [kind.value for kind in FaultKind if kind is not FaultKind.LATENCY]
+    parser = argparse.ArgumentParser(
+        prog="python -m osvi_async.testing",
+        description="Serve an in-memory emulator of the OSVI Chat v1 API until interrupted.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (%(default)s)")
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="port, 0 for a free one (%(default)s)"
+    )
+    parser.add_argument("--token", help="API token to accept (default: a generated demo token)")
+    parser.add_argument(
+        "--fail-rate",
+        type=_rate,
+        default=0.0,
+        help="share of inject_context calls that fail, in [0, 1] (%(default)s)",
+    )
+    parser.add_argument(
+        "--fail-kind",
+        choices=failure_kinds,
+        default=FaultKind.ENGINE_ERROR.value,
+        help="how those calls fail (%(default)s)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=_non_negative,
+        default=0.0,
+        help="delay added to every inject_context call, in milliseconds (%(default)s)",
+    )
+    parser.add_argument("--seed", type=int, help="seed for the failures (default: random)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator from the command line; returns the process exit status.
+
+    Prints the URL and the token to use, then serves until SIGINT or SIGTERM (exit status 0).
+    Exit status 1 when the address cannot be bound, 2 for bad arguments.
+    """
+    args = _parser().parse_args(argv)
+    plan = FaultPlan(
+        seed=args.seed,
+        latency=1.0 if args.latency_ms > 0 else 0.0,
+        latency_seconds=args.latency_ms / 1000,
+        **{args.fail_kind: args.fail_rate},
+    )
+    generated = args.token is None
+
+    def announce(emu: OsviEmulator) -> None:
+        note = " (generated demo token)" if generated else ""
+        print(f"OSVI emulator listening on {emu.base_url}", flush=True)
+        print(f"API token: {emu.api_token}{note}", flush=True)
+        print("Stop with Ctrl+C or SIGTERM.", flush=True)
+
+    try:
+        asyncio.run(serve(args.host, args.port, args.token, plan, on_ready=announce))
+    except OSError as exc:
+        print(f"cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
