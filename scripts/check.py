@@ -54,7 +54,7 @@ def install() -> None:
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if run([*pip, "--editable", f"{ROOT}[dev]"]) != 0:
+    if run([*pip, "--editable", f"{ROOT}[dev,cli]"]) != 0:
         sys.exit("installing the package and its dev dependencies failed")
 
 
