@@ -55,7 +55,8 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
         import uvloop  # noqa: PLC0415 - optional: the `fast` extra
     except ImportError:
         return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+    result: T = uvloop.run(coroutine)  # typed as Any where uvloop is not installed
+    return result
 
 
 def _fail(message: str, code: int) -> click.exceptions.Exit:
