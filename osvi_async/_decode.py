@@ -10,12 +10,12 @@ error, with `code=None`.
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from osvi_async import _json
 from osvi_async.errors import (
     APIStatusError,
     AuthenticationError,
@@ -170,14 +170,14 @@ def _is_refusal(code: str | None, upstream_body: dict[str, Any] | None) -> bool:
 
 def _load_json(status: int, body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return _json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise _shape_error(status, body, "the body is not JSON") from exc
 
 
 def _try_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return _json.loads(body)
     except (ValueError, RecursionError):
         return None
 

@@ -8,6 +8,7 @@ circuit breaker, a rate limit) and ration retries (a retry budget) across many c
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from osvi_async._config import RetryPolicy
@@ -46,6 +47,52 @@ async def send_inject_context(
 ) -> InjectContextResult:
     """POST one inject_context request, with retries, and return the decoded result."""
     started = time.monotonic()
+    if gate is None and policy.deadline is None:
+        # The common case, kept flat: no closure, no gate, one coroutine frame less.
+        try:
+            return await _attempt_once(
+                transport, url, body, session_id=session_id, timeout=timeout, number=1
+            )
+        except OsviError as first_error:
+            if policy.max_retries == 0 or not is_retryable(policy, first_error):
+                raise
+            failure = first_error
+        return await retry_after_failure(
+            policy,
+            _attempts(transport, url, body, session_id, timeout, policy, started, None),
+            failure,
+            started=started,
+            operation=f"inject_context for session {session_id}",
+        )
+
+    attempt = _attempts(transport, url, body, session_id, timeout, policy, started, gate)
+    try:
+        return await attempt(1)
+    except OsviError as first_error:
+        if policy.max_retries == 0 or not is_retryable(policy, first_error):
+            raise
+        failure = first_error
+    return await retry_after_failure(
+        policy,
+        attempt,
+        failure,
+        started=started,
+        operation=f"inject_context for session {session_id}",
+        allow_retry=gate.allow_retry if gate is not None else None,
+    )
+
+
+def _attempts(  # noqa: PLR0917 - private; mirrors send_inject_context's arguments
+    transport: Transport,
+    url: str,
+    body: bytes,
+    session_id: str,
+    timeout: float,
+    policy: RetryPolicy,
+    started: float,
+    gate: AttemptGate | None,
+) -> Callable[[int], Awaitable[InjectContextResult]]:
+    """The function that makes attempt number n, under the deadline and the gate."""
 
     async def attempt(number: int) -> InjectContextResult:
         if gate is not None:
@@ -67,20 +114,7 @@ async def send_inject_context(
             gate.after_attempt(None, retryable=False)
         return result
 
-    try:
-        return await attempt(1)
-    except OsviError as first_error:
-        if policy.max_retries == 0 or not is_retryable(policy, first_error):
-            raise
-        failure = first_error
-    return await retry_after_failure(
-        policy,
-        attempt,
-        failure,
-        started=started,
-        operation=f"inject_context for session {session_id}",
-        allow_retry=gate.allow_retry if gate is not None else None,
-    )
+    return attempt
 
 
 async def _attempt_once(

@@ -20,6 +20,7 @@ from osvi_async.errors import (
 )
 
 USER_AGENT: Final = "osvi-async"
+_URL_CACHE_SIZE: Final = 65_536
 
 
 class RawResponse(NamedTuple):
@@ -44,8 +45,10 @@ class Transport:
         "_headers",
         "_max_connections",
         "_max_response_bytes",
+        "_request_headers",
         "_session",
         "_timeouts",
+        "_urls",
     )
 
     def __init__(
@@ -66,8 +69,12 @@ class Transport:
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = session
         self._borrowed = session is not None
+        # Our own session carries the headers as its defaults; a borrowed one gets them on
+        # every request, so that its own defaults still apply.
+        self._request_headers = self._headers if self._borrowed else None
         self._closed = False
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -88,9 +95,9 @@ class Transport:
         session = self._session_for_request()
         try:
             async with session.post(
-                URL(url, encoded=True),
+                self._url(url),
                 data=body,
-                headers=self._headers,
+                headers=self._request_headers,
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as response:
@@ -142,9 +149,22 @@ class Transport:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
         return aiohttp.ClientSession(
             connector=connector,
+            headers=self._headers,
+            # Answers are a few hundred bytes of JSON: asking for compression costs more than
+            # it saves. A server that compresses anyway is still decoded (and capped).
+            skip_auto_headers=("Accept-Encoding",),
             cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies worth keeping
             raise_for_status=False,
         )
+
+    def _url(self, url: str) -> URL:
+        """The parsed URL, built once per session id: yarl parsing costs more than a lookup."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url, encoded=True)
+        return parsed
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
@@ -158,8 +178,11 @@ class Transport:
         """Read the body, refusing more than the cap (after decompression, so gzip bombs too)."""
         limit = self._max_response_bytes
         declared = response.content_length
-        if declared is not None and declared > limit:
-            raise self._too_large(response.status, limit)
+        if declared is not None:
+            if declared > limit:
+                raise self._too_large(response.status, limit)
+            if "Content-Encoding" not in response.headers:
+                return await response.read()  # exactly `declared` bytes: one read
         chunks = bytearray()
         stream = response.content
         while True:

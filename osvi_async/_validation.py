@@ -7,12 +7,12 @@ says what is wrong and what is expected. Messages never quote the API token.
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 from typing import Final
 from urllib.parse import urlsplit
 
+from osvi_async import _json
 from osvi_async.errors import ClientValidationError
 
 API_TOKEN_LENGTH: Final = 16
@@ -49,10 +49,11 @@ def check_context(context: object) -> str:
 def encode_inject_body(context: str) -> bytes:
     """Encode the request body; lone surrogates, which UTF-8 cannot carry, are a usage error."""
     try:
-        return json.dumps({"context": context}, ensure_ascii=False).encode("utf-8")
+        return _json.dumps({"context": context})
     except UnicodeEncodeError as exc:
+        index = next(i for i, ch in enumerate(context) if "\ud800" <= ch <= "\udfff")
         raise ClientValidationError(
-            f"context is not valid Unicode text (unpaired surrogate at index {exc.start})"
+            f"context is not valid Unicode text (unpaired surrogate at index {index})"
         ) from exc
 
 
