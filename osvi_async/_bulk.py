@@ -22,8 +22,8 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
-from types import TracebackType
-from typing import Final, Self
+from types import AsyncGeneratorType, TracebackType
+from typing import Final, Self, cast
 
 from osvi_async._config import RetryPolicy
 from osvi_async._flow import FlowControl
@@ -42,14 +42,40 @@ _END: Final = object()
 class _Item:
     """An item that passed the checks and waits in a lane, is ready, or is in flight."""
 
-    __slots__ = ("body", "index", "request", "session_id", "url")
+    __slots__ = ("attempts_started", "body", "index", "lane", "request", "session_id", "url")
 
     def __init__(self, index: int, request: InjectRequest, url: str, body: bytes) -> None:
         self.index = index
         self.request = request
         self.session_id = request.session_id
+        # UUIDs are case-insensitive: two spellings of one session share one lane.
+        self.lane = request.session_id.lower()
         self.url = url
         self.body = body
+        self.attempts_started = 0
+
+
+class _ItemGate:
+    """The run's flow control, seen by one item: it also notes which attempts went out."""
+
+    __slots__ = ("_flow", "_item")
+
+    def __init__(self, flow: FlowControl, item: _Item) -> None:
+        self._flow = flow
+        self._item = item
+
+    async def before_attempt(self, number: int) -> None:
+        await self._flow.before_attempt(number)
+        self._item.attempts_started = number
+
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        self._flow.after_attempt(error, outage=outage)
+
+    def attempt_abandoned(self) -> None:
+        self._flow.attempt_abandoned()
+
+    def allow_retry(self) -> bool:
+        return self._flow.allow_retry()
 
 
 def as_request(raw: object) -> InjectRequest:
@@ -100,6 +126,7 @@ class _Engine:
         self._unfinished = 0  # valid items pulled and not finished
         self._started = 0.0
         self._stopped_at: float | None = None
+        self._halted = False
         self.succeeded = 0
         self.failed = 0
         self.invalid = 0
@@ -148,46 +175,76 @@ class _Engine:
                 if self._open < self._max_pending:
                     self._room.set()
                 yield outcome
-            if self._input_error is not None:
+            if self._input_error is not None and not self._halted:
                 raise self._input_error
         finally:
-            await self._stop()
+            await self.stop()
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop the run (idempotent) and wait for its tasks to end.
+
+        Everything the caller needs (leftovers, counts) is settled before the first await,
+        so a second cancellation while waiting cannot lose it.
+        """
+        self._halt()
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _halt(self) -> None:
+        if self._halted:
+            return
+        self._halted = True
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+            task.cancel()  # takes effect at each task's next step; nothing moves before that
         self._stopped_at = time.monotonic()
         leftovers = _drain_outcomes(self._outcomes)
-        for item in self._in_flight.values():
-            leftovers.append(_stopped(item, sent=True))
+        leftovers.extend(_stopped(item) for item in self._in_flight.values())
         queued = _drain_items(self._ready)
         for lane in self._lanes.values():
             queued.extend(lane)
-        leftovers.extend(_stopped(item, sent=False) for item in queued)
+        leftovers.extend(_stopped(item) for item in queued)
         self._in_flight.clear()
         self._lanes.clear()
         self.leftovers = tuple(sorted(leftovers, key=lambda outcome: outcome.index))
+        self._outcomes.put_nowait(_END)  # wakes a consumer waiting in another task
 
     async def _feed(self) -> None:
+        # Room is checked *before* an item is pulled, so stopping never strands one that was
+        # taken from the caller's iterator but not yet counted.
         try:
             if isinstance(self._items, AsyncIterable):
-                async for raw in self._items:
-                    await self._admit(raw)
+                async_items = aiter(self._items)
+                while True:
+                    if self._open >= self._max_pending:
+                        await self._wait_for_room()
+                    try:
+                        raw = await anext(async_items)
+                    except StopAsyncIteration:
+                        break
+                    self._admit(raw)
             else:
-                for raw in self._items:
-                    await self._admit(raw)
+                items = iter(self._items)
+                while True:
+                    if self._open >= self._max_pending:
+                        await self._wait_for_room()
+                    try:
+                        raw = next(items)
+                    except StopIteration:
+                        break
+                    self._admit(raw)
         except Exception as exc:
             self._input_error = exc
         self._input_exhausted = True
         if self._unfinished == 0:
             self._outcomes.put_nowait(_END)
 
-    async def _admit(self, raw: object) -> None:
+    async def _wait_for_room(self) -> None:
         while self._open >= self._max_pending:
             self._room.clear()
             await self._room.wait()
+
+    def _admit(self, raw: object) -> None:
         index = self._pulled
         self._pulled += 1
         self._open += 1
@@ -203,9 +260,9 @@ class _Engine:
             return
         item = _Item(index, request, self._url_for(session_id), body)
         self._unfinished += 1
-        lane = self._lanes.get(session_id)
+        lane = self._lanes.get(item.lane)
         if lane is None:
-            self._lanes[session_id] = deque()
+            self._lanes[item.lane] = deque()
             self._ready.put_nowait(item)
         else:
             lane.append(item)
@@ -224,7 +281,7 @@ class _Engine:
                     session_id=item.session_id,
                     timeout=self._timeout,
                     policy=self._policy,
-                    gate=self.flow,
+                    gate=_ItemGate(self.flow, item),
                 )
             except OsviError as exc:
                 error = exc
@@ -237,11 +294,11 @@ class _Engine:
     def _finish(
         self, item: _Item, result: InjectContextResult | None, error: OsviError | None
     ) -> None:
-        lane = self._lanes[item.session_id]
+        lane = self._lanes[item.lane]
         if lane:
             self._ready.put_nowait(lane.popleft())
         else:
-            del self._lanes[item.session_id]
+            del self._lanes[item.lane]
         if result is not None:
             self.succeeded += 1
             self.retries += result.attempts - 1
@@ -256,14 +313,17 @@ class _Engine:
             self._outcomes.put_nowait(_END)
 
 
-def _stopped(item: _Item, *, sent: bool) -> InjectOutcome:
-    if sent:
-        message = "The run was stopped while this item was in flight; it may have been applied"
+def _stopped(item: _Item) -> InjectOutcome:
+    """The outcome of an item the run was stopped before finishing."""
+    attempts = item.attempts_started
+    if attempts:
+        message = (
+            f"The run was stopped during attempt {attempts} of this item; it may have been applied"
+        )
     else:
         message = "The run was stopped before this item was sent; it was not applied"
-    return InjectOutcome(
-        item.index, item.request, ok=False, error=RunStoppedError(message, request_sent=sent)
-    )
+    error = RunStoppedError(message, request_sent=attempts > 0, attempts=attempts)
+    return InjectOutcome(item.index, item.request, ok=False, error=error)
 
 
 def _drain_items(queue: asyncio.Queue[_Item]) -> list[_Item]:
@@ -295,7 +355,7 @@ class BulkRun:
 
     def __init__(self, engine: _Engine) -> None:
         self._engine = engine
-        self._outcomes = engine.run()
+        self._outcomes = cast("AsyncGeneratorType[InjectOutcome, None]", engine.run())
 
     def __aiter__(self) -> Self:
         return self
@@ -304,8 +364,15 @@ class BulkRun:
         return await anext(self._outcomes)
 
     async def aclose(self) -> None:
-        """Stop the run: no new sends, in-flight requests are cancelled. Idempotent."""
-        await self._outcomes.aclose()
+        """Stop the run: no new sends, in-flight requests are cancelled. Idempotent.
+
+        Safe to call from another task than the one iterating: that one then sees the
+        iteration end, and `leftovers` accounts for what did not finish.
+        """
+        if self._outcomes.ag_running:
+            await self._engine.stop()  # the iterating task finishes the generator itself
+        else:
+            await self._outcomes.aclose()
 
     async def __aenter__(self) -> Self:
         return self

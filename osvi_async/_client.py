@@ -81,7 +81,7 @@ class OsviClient:
             `max_connections`.
     """
 
-    __slots__ = ("__weakref__", "_config", "_owns_transport", "_transport")
+    __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_transport")
 
     def __init__(
         self,
@@ -95,6 +95,7 @@ class OsviClient:
     ) -> None:
         # Set first so that __del__ works even if validation below raises.
         self._owns_transport = False
+        self._origin: OsviClient | None = None
         _check_retry(retry)
         self._config = ClientConfig.resolve(
             api_token=api_token,
@@ -171,7 +172,9 @@ class OsviClient:
 
             fast = client.with_options(timeout=2.0, retry=RetryPolicy.none())
 
-        The view needs no closing of its own; closing the original closes the pool for both.
+        The view needs no closing of its own: `close()` on a view does nothing, and closing
+        the original closes the pool for both. Keep the original for closing; a view keeps
+        it alive, but does not close it.
         """
         changes: dict[str, Any] = {}
         if timeout is not _UNSET:
@@ -183,6 +186,8 @@ class OsviClient:
         view._config = attrs.evolve(self._config, **changes)
         view._transport = self._transport
         view._owns_transport = False
+        # Keeps the owner (and its unclosed-pool warning) alive as long as any view is.
+        view._origin = self._origin or self
         return view
 
     async def inject_context(

@@ -71,13 +71,13 @@ class FlowControl:
         if self._interval:
             await self._wait_for_slot()
 
-    def after_attempt(self, error: OsviError | None, *, retryable: bool) -> None:
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
         """Feed the budget and the breaker: successes earn tokens and close the circuit."""
         if error is None:
             if self._budget is not None:
                 self._deposit(self._budget.per_success)
             self._reachable()
-        elif retryable:
+        elif outage:
             self._failed()
         else:
             self._reachable()  # a 4xx or a refusal: the API answered, so it is up
@@ -143,21 +143,27 @@ class FlowControl:
         assert breaker is not None  # the circuit never leaves CLOSED without one
         while self._state is not _State.CLOSED:
             now = self._clock()
+            changed = self._changed
+            if self._state is _State.HALF_OPEN:
+                # A probe is out: its verdict comes within one request timeout. Wait for it,
+                # even past give_up_after, so that a recovery lets everyone through.
+                await changed.wait()
+                continue
+            if now >= self._probe_at:
+                # Probing goes on after giving up, so a recovery is still noticed.
+                self._set_state(_State.HALF_OPEN)
+                self._probe = asyncio.current_task()
+                return
             give_up_at = self._open_since + breaker.give_up_after
             if now >= give_up_at:
                 raise CircuitOpenError(
                     f"Not sent: the API failed {breaker.failure_threshold}+ times in a row and "
-                    f"did not recover within {breaker.give_up_after:g} s",
+                    f"has not recovered for {now - self._open_since:.1f} s "
+                    f"(give_up_after={breaker.give_up_after:g} s)",
                     attempts=number - 1,
                 )
-            if self._state is _State.OPEN and now >= self._probe_at:
-                self._set_state(_State.HALF_OPEN)
-                self._probe = asyncio.current_task()
-                return
-            until = self._probe_at if self._state is _State.OPEN else give_up_at
-            changed = self._changed
             try:
-                async with asyncio.timeout(max(0.0, min(until, give_up_at) - now)):
+                async with asyncio.timeout(min(self._probe_at, give_up_at) - now):
                     await changed.wait()
             except TimeoutError:
                 pass

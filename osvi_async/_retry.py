@@ -48,6 +48,19 @@ def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
     return False
 
 
+def indicates_outage(error: OsviError) -> bool:
+    """Whether a failure says the API is unwell, independently of any retry policy.
+
+    Used by the circuit breaker: a 5xx, 429 or 408, a timeout or a failed connection says so;
+    a 4xx, an engine refusal or an unreadable success says the API answered.
+    """
+    if isinstance(error, EngineRejectedError):
+        return False
+    if isinstance(error, APIStatusError):
+        return error.status >= 500 or error.status in (408, 429)
+    return isinstance(error, APIConnectionError)
+
+
 def backoff_delay(policy: RetryPolicy, failed_attempt: int, error: OsviError, rand: float) -> float:
     """Seconds to wait after attempt number `failed_attempt` failed with `error`.
 
@@ -132,10 +145,13 @@ async def retry_after_failure(
 
 
 def remaining_budget(policy: RetryPolicy, timeout: float, started: float, now: float) -> float:
-    """The timeout for an attempt starting at `now`: the call's timeout, cut to the deadline."""
+    """The timeout for an attempt starting at `now`: the call's timeout, cut to the deadline.
+
+    Zero or less means the deadline has passed and the attempt should not be made.
+    """
     if policy.deadline is None:
         return timeout
-    return max(0.001, min(timeout, policy.deadline - (now - started)))
+    return min(timeout, policy.deadline - (now - started))
 
 
 def _failure(state: tenacity.RetryCallState) -> OsviError:

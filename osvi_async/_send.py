@@ -13,9 +13,14 @@ from typing import Protocol
 
 from osvi_async._config import RetryPolicy
 from osvi_async._decode import decode_inject_context, status_error
-from osvi_async._retry import is_retryable, remaining_budget, retry_after_failure
+from osvi_async._retry import (
+    indicates_outage,
+    is_retryable,
+    remaining_budget,
+    retry_after_failure,
+)
 from osvi_async._transport import Transport
-from osvi_async.errors import OsviError
+from osvi_async.errors import APITimeoutError, OsviError
 from osvi_async.models import InjectContextResult
 
 
@@ -25,8 +30,9 @@ class AttemptGate(Protocol):
     async def before_attempt(self, number: int) -> None:
         """Wait until attempt `number` of a call may be sent, or raise to give up unsent."""
 
-    def after_attempt(self, error: OsviError | None, *, retryable: bool) -> None:
-        """Learn how an attempt ended: `error` None for a success."""
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        """Learn how an attempt ended: `error` None for a success; `outage` when the failure
+        says the API is unwell (whatever the retry policy makes of it)."""
 
     def attempt_abandoned(self) -> None:
         """An attempt that passed `before_attempt` ended without an answer (cancelled)."""
@@ -98,20 +104,30 @@ def _attempts(  # noqa: PLR0917 - private; mirrors send_inject_context's argumen
         if gate is not None:
             await gate.before_attempt(number)
         budget = remaining_budget(policy, timeout, started, time.monotonic())
+        if budget <= 0:
+            # Waiting for the gate used up the deadline: sending now could only time out.
+            if gate is not None:
+                gate.attempt_abandoned()  # a probe that is not sent must not hold the circuit
+            raise APITimeoutError(
+                f"The retry deadline of {policy.deadline:g} s passed before attempt "
+                f"{number} could be sent",
+                request_sent=False,
+                attempts=number - 1,
+            )
         try:
             result = await _attempt_once(
                 transport, url, body, session_id=session_id, timeout=budget, number=number
             )
         except OsviError as exc:
             if gate is not None:
-                gate.after_attempt(exc, retryable=is_retryable(policy, exc))
+                gate.after_attempt(exc, outage=indicates_outage(exc))
             raise
         except BaseException:
             if gate is not None:
                 gate.attempt_abandoned()
             raise
         if gate is not None:
-            gate.after_attempt(None, retryable=False)
+            gate.after_attempt(None, outage=False)
         return result
 
     return attempt

@@ -7,6 +7,7 @@ foreign type or exception escapes to the caller.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final, NamedTuple
 
 import aiohttp
@@ -16,11 +17,13 @@ from osvi_async.errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
+    OsviError,
     ResponseDecodeError,
 )
 
 USER_AGENT: Final = "osvi-async"
 _URL_CACHE_SIZE: Final = 65_536
+_NO_TIMER_ROUNDING: Final = 1e9
 
 
 class RawResponse(NamedTuple):
@@ -43,6 +46,7 @@ class Transport:
         "_borrowed",
         "_closed",
         "_headers",
+        "_loop",
         "_max_connections",
         "_max_response_bytes",
         "_request_headers",
@@ -69,6 +73,7 @@ class Transport:
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = session
         self._borrowed = session is not None
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the session we created
         # Our own session carries the headers as its defaults; a borrowed one gets them on
         # every request, so that its own defaults still apply.
         self._request_headers = self._headers if self._borrowed else None
@@ -100,13 +105,14 @@ class Transport:
                 headers=self._request_headers,
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
+                raise_for_status=False,  # even on a borrowed session: statuses are ours to map
             ) as response:
                 payload = await self._read_capped(response)
                 return RawResponse(response.status, payload, response.headers.get("Retry-After"))
         except TimeoutError as exc:
             # aiohttp's own timeout errors are also TimeoutError, so this comes first.
             sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
-            phase = "waiting for the answer" if sent else "connecting"
+            phase = "waiting for the answer" if sent else "waiting for a connection"
             raise APITimeoutError(
                 f"Request timed out after {timeout:g} s while {phase}", request_sent=sent
             ) from exc
@@ -115,6 +121,13 @@ class Transport:
                 f"Could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}",
                 request_sent=False,
             ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # Its request_info holds the request headers, token included: keep it out of the
+            # chain (raising outside the except block leaves no __context__ either).
+            failure = APIConnectionError(
+                f"Unreadable response after the request was sent: {exc.message}",
+                request_sent=True,
+            )
         except aiohttp.ClientError as exc:
             raise APIConnectionError(
                 f"Connection failed after the request was sent: {type(exc).__name__}: {exc}",
@@ -126,6 +139,7 @@ class Transport:
                     "The aiohttp session given to OsviClient was closed by its owner"
                 ) from exc
             raise
+        raise failure
 
     async def close(self) -> None:
         """Close the session if this transport created it; safe to call more than once."""
@@ -141,12 +155,22 @@ class Transport:
             raise ClientClosedError("This OsviClient is closed; create a new one")
         session = self._session
         if session is None:
+            self._loop = asyncio.get_running_loop()
             session = self._session = self._new_session()
+        elif self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise OsviError(
+                "This OsviClient's connection pool belongs to another event loop (each "
+                "asyncio.run() starts a new one); create one client per event loop"
+            )
         return session
 
     def _new_session(self) -> aiohttp.ClientSession:
         # Called from a coroutine, so the session and its connector bind to the running loop.
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            timeout_ceil_threshold=_NO_TIMER_ROUNDING,
+        )
         return aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
@@ -171,7 +195,15 @@ class Transport:
         if timeout is None:
             if len(self._timeouts) > 64:  # deadlines make many distinct values; keep it small
                 self._timeouts.clear()
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+            # Getting a connection (pool wait included) must end a little before the whole
+            # attempt does, so that a timeout before anything was sent is told apart.
+            connect = seconds - min(0.5, seconds * 0.05)
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(
+                total=seconds,
+                connect=connect,
+                # Exact timers: rounding up to whole seconds would blur connect vs. total.
+                ceil_threshold=_NO_TIMER_ROUNDING,
+            )
         return timeout
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:

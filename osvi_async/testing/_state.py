@@ -125,19 +125,22 @@ class SessionStore:
         return session
 
     def get(self, session_id: str) -> ChatSession | None:
-        """Return the session with this id, active or closed, or None."""
-        return self._sessions.get(session_id)
+        """Return the session with this id, active or closed, or None.
+
+        Ids are UUIDs, matched without regard to case, as a uuid-typed database column does.
+        """
+        return self._sessions.get(session_id.lower())
 
     def require(self, session_id: str) -> ChatSession:
         """Return the session with this id, or raise KeyError naming it."""
-        session = self._sessions.get(session_id)
+        session = self.get(session_id)
         if session is None:
             raise KeyError(f"no emulated session with id {session_id!r}")
         return session
 
     def get_active(self, session_id: str) -> ChatSession | None:
         """Return the session if it exists and is still active, else None."""
-        session = self._sessions.get(session_id)
+        session = self.get(session_id)
         return session if session is not None and session.is_active else None
 
     def close(self, session_id: str) -> None:
@@ -231,11 +234,12 @@ class Observations:
 
     def inject_request(self, session_id: str) -> None:
         """Count an inject_context request naming ``session_id``, whatever its outcome."""
-        self._inject_requests[session_id] = self._inject_requests.get(session_id, 0) + 1
+        key = session_id.lower()
+        self._inject_requests[key] = self._inject_requests.get(key, 0) + 1
 
     def inject_requests_for(self, session_id: str) -> int:
         """Return the inject_context requests received for ``session_id``."""
-        return self._inject_requests.get(session_id, 0)
+        return self._inject_requests.get(session_id.lower(), 0)
 
     def snapshot(self) -> EmulatorStats:
         """Return the counters as an immutable value."""

@@ -42,8 +42,8 @@ async def test_budget_earns_per_first_attempt_and_success() -> None:
     await control.before_attempt(1)
     assert control.allow_retry() is True
     assert control.allow_retry() is False
-    control.after_attempt(None, retryable=False)
-    control.after_attempt(None, retryable=False)
+    control.after_attempt(None, outage=False)
+    control.after_attempt(None, outage=False)
     assert control.allow_retry() is True
     assert control.allow_retry() is False
     assert control.retries_refused == 3
@@ -76,9 +76,9 @@ async def test_breaker_opens_after_threshold_and_probes_after_cooldown() -> None
     clock = Clock()
     control = flow(breaker=CircuitBreaker(failure_threshold=3, cooldown=0.05), clock=clock)
     for _ in range(2):
-        control.after_attempt(FAILURE, retryable=True)
+        control.after_attempt(FAILURE, outage=True)
     assert control.circuit_state == "closed"
-    control.after_attempt(FAILURE, retryable=True)
+    control.after_attempt(FAILURE, outage=True)
     assert control.circuit_state == "open"
     assert control.times_opened == 1
 
@@ -92,7 +92,7 @@ async def test_breaker_opens_after_threshold_and_probes_after_cooldown() -> None
     second = asyncio.create_task(control.before_attempt(1))
     await asyncio.sleep(0.01)
     assert not second.done()  # only one probe at a time
-    control.after_attempt(None, retryable=False)  # a success from some attempt closes it
+    control.after_attempt(None, outage=False)  # a success from some attempt closes it
     await asyncio.wait_for(second, 1.0)
     assert control.circuit_state == "closed"
 
@@ -106,9 +106,9 @@ async def test_failed_probe_doubles_cooldown() -> None:
 
     async def probe_and_fail() -> None:
         await control.before_attempt(2)
-        control.after_attempt(FAILURE, retryable=True)
+        control.after_attempt(FAILURE, outage=True)
 
-    control.after_attempt(FAILURE, retryable=True)
+    control.after_attempt(FAILURE, outage=True)
     clock.now += 0.1
     await probe_and_fail()
     assert control.circuit_state == "open"
@@ -119,11 +119,11 @@ async def test_straggler_failure_does_not_reopen_half_open() -> None:
     """A failure from an attempt that is not the probe leaves the probe's verdict pending."""
     clock = Clock()
     control = flow(breaker=CircuitBreaker(failure_threshold=1, cooldown=0.01), clock=clock)
-    control.after_attempt(FAILURE, retryable=True)
+    control.after_attempt(FAILURE, outage=True)
     clock.now += 0.01
     probe = asyncio.create_task(control.before_attempt(2))
     await probe
-    control.after_attempt(FAILURE, retryable=True)  # this task is not the probe's task
+    control.after_attempt(FAILURE, outage=True)  # this task is not the probe's task
     assert control.circuit_state == "half-open"
 
 
@@ -131,7 +131,7 @@ async def test_cancelled_probe_lets_the_next_attempt_probe() -> None:
     """If the probe is cancelled, the circuit reopens with the probe due at once."""
     clock = Clock()
     control = flow(breaker=CircuitBreaker(failure_threshold=1, cooldown=0.01), clock=clock)
-    control.after_attempt(FAILURE, retryable=True)
+    control.after_attempt(FAILURE, outage=True)
     clock.now += 0.01
 
     async def probe_then_abandon() -> None:
@@ -151,7 +151,7 @@ async def test_breaker_gives_up_with_circuit_open_error() -> None:
         breaker=CircuitBreaker(failure_threshold=1, cooldown=10.0, give_up_after=1.0),
         clock=clock,
     )
-    control.after_attempt(FAILURE, retryable=True)
+    control.after_attempt(FAILURE, outage=True)
     clock.now += 1.0
     with pytest.raises(CircuitOpenError) as caught:
         await control.before_attempt(3)
@@ -161,9 +161,9 @@ async def test_breaker_gives_up_with_circuit_open_error() -> None:
 async def test_non_retryable_answer_counts_as_reachable() -> None:
     """A 4xx means the API is up: it resets the failure count."""
     control = flow(breaker=CircuitBreaker(failure_threshold=2))
-    control.after_attempt(FAILURE, retryable=True)
-    control.after_attempt(FAILURE, retryable=False)
-    control.after_attempt(FAILURE, retryable=True)
+    control.after_attempt(FAILURE, outage=True)
+    control.after_attempt(FAILURE, outage=False)
+    control.after_attempt(FAILURE, outage=True)
     assert control.circuit_state == "closed"
 
 

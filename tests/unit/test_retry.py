@@ -91,12 +91,12 @@ def test_retry_after_replaces_backoff_up_to_cap() -> None:
 
 
 def test_remaining_budget_fits_attempt_into_deadline() -> None:
-    """An attempt's timeout is cut to what is left of the deadline, never below 1 ms."""
+    """An attempt's timeout is cut to what is left of the deadline; <= 0 means it passed."""
     assert remaining_budget(RetryPolicy(), 30.0, 0.0, 100.0) == 30.0
     policy = RetryPolicy(deadline=10.0)
     assert remaining_budget(policy, 30.0, 0.0, 4.0) == 6.0
     assert remaining_budget(policy, 2.0, 0.0, 4.0) == 2.0
-    assert remaining_budget(policy, 30.0, 0.0, 11.0) == 0.001
+    assert remaining_budget(policy, 30.0, 0.0, 11.0) == -1.0
 
 
 def test_policy_validation_and_none() -> None:
@@ -110,3 +110,26 @@ def test_policy_validation_and_none() -> None:
     assert RetryPolicy.none().max_retries == 0
     assert RetryPolicy() == RetryPolicy()
     assert "max_retries=3" in repr(RetryPolicy())
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (status(EngineError, 502), True),
+        (status(EngineRejectedError, 502), False),
+        (status(APIStatusError, 500), True),
+        (status(APIStatusError, 503), True),
+        (status(RateLimitError, 429), True),
+        (status(APIStatusError, 408), True),
+        (status(APIStatusError, 404), False),
+        (status(APIStatusError, 400), False),
+        (APIConnectionError("x", request_sent=True), True),
+        (APITimeoutError("x", request_sent=False), True),
+        (ResponseDecodeError("x", status=200, body=""), False),
+    ],
+)
+def test_outage_classification_ignores_the_policy(error: OsviError, expected: bool) -> None:
+    """What the breaker counts as a failure does not depend on what the policy retries."""
+    from osvi_async._retry import indicates_outage
+
+    assert indicates_outage(error) is expected
