@@ -131,6 +131,7 @@ class _Engine:
         self.failed = 0
         self.invalid = 0
         self.retries = 0
+        self.possible_duplicates = 0
         self.leftovers: tuple[InjectOutcome, ...] = ()
 
     def summary(self) -> BulkSummary:
@@ -153,6 +154,7 @@ class _Engine:
             invalid=self.invalid,
             retries=self.retries,
             retries_refused=self.flow.retries_refused,
+            possible_duplicates=self.possible_duplicates,
             not_sent=not_sent,
             interrupted=interrupted,
             elapsed=end - self._started if self._started else 0.0,
@@ -279,6 +281,7 @@ class _Engine:
                     url=item.url,
                     body=item.body,
                     session_id=item.session_id,
+                    context=item.request.context,
                     timeout=self._timeout,
                     policy=self._policy,
                     gate=_ItemGate(self.flow, item),
@@ -302,6 +305,7 @@ class _Engine:
         if result is not None:
             self.succeeded += 1
             self.retries += result.attempts - 1
+            self.possible_duplicates += result.possible_duplicate
             outcome = InjectOutcome(item.index, item.request, ok=True, result=result)
         else:
             self.failed += 1

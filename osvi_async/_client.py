@@ -233,6 +233,7 @@ class OsviClient:
             url=self._inject_url(session_id),
             body=body,
             session_id=session_id,
+            context=context,
             timeout=attempt_timeout,
             policy=policy,
         )

@@ -81,10 +81,12 @@ class RetryPolicy:
     any 4xx outside `retry_statuses`, nor a success with an unreadable body.
 
     Note that `inject_context` appends, and the API has no idempotency key: retrying after a
-    failure in which the request was already sent (a timeout, a dropped connection) may apply
-    the entry twice. Lost context is usually worse than a repeated line, so such failures are
-    retried by default; set `retry_timeouts=False` and `retry_connection_errors=False` for
-    at-most-once delivery.
+    failure in which the entry may already have been applied (the request was sent and the
+    connection dropped or timed out, or the engine failed after taking it) may apply it twice.
+    Lost context is usually worse than a repeated line, so such failures are retried by
+    default, and a result that shows the entry twice at the end of the bucket after such a
+    retry is flagged `possible_duplicate`. Set `retry_ambiguous=False` for at-most-once
+    delivery: those failures are then raised instead of retried.
 
     Attributes:
         max_retries: Retries after the first attempt; 3 means at most 4 attempts.
@@ -93,6 +95,8 @@ class RetryPolicy:
         retry_statuses: HTTP statuses that are retried.
         retry_connection_errors: Whether to retry when no response came back.
         retry_timeouts: Whether to retry when an attempt timed out.
+        retry_ambiguous: Whether to retry failures after which the entry may have been
+            applied (see above); False gives at-most-once delivery.
         respect_retry_after: Whether a `Retry-After` header sets the wait.
         max_retry_after: Longest `Retry-After`, in seconds, that is obeyed as given; a longer
             one is cut to this.
@@ -111,6 +115,7 @@ class RetryPolicy:
     )
     retry_connection_errors: bool = True
     retry_timeouts: bool = True
+    retry_ambiguous: bool = True
     respect_retry_after: bool = True
     max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
     deadline: float | None = attrs.field(default=None, validator=_optional_positive)

@@ -23,29 +23,55 @@ from osvi_async.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    EngineError,
     EngineRejectedError,
     OsviError,
+    ResponseDecodeError,
 )
 
 T = TypeVar("T")
 
 logger: Final = logging.getLogger("osvi_async")
 
+# How the API says that nothing reached the engine ("Python engine unreachable").
+_ENGINE_UNREACHABLE: Final = "unreachable"
+
+
+def may_have_been_applied(error: OsviError) -> bool:
+    """Whether the failed attempt may have appended the entry even so ("maybe applied").
+
+    Certainly not applied: nothing was sent (`request_sent` False), any 4xx, a 503 (the edge
+    had nothing to forward to), an engine refusal, or a 502 saying the engine was unreachable.
+    Maybe applied: the request was sent and no answer came back (dropped, timed out), a 502
+    in which the engine answered with a failure or a proxy gave up on it, 504 and other 5xx,
+    and a success whose body could not be read.
+    """
+    if isinstance(error, APIConnectionError):
+        return error.request_sent
+    if isinstance(error, EngineRejectedError):
+        return False
+    if isinstance(error, EngineError):
+        return error.code is None or _ENGINE_UNREACHABLE not in error.code.lower()
+    if isinstance(error, APIStatusError):
+        return error.status >= 500 and error.status != 503
+    return isinstance(error, ResponseDecodeError)
+
 
 def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
     """Whether `error` may go away on another attempt, under `policy`.
 
-    Cancellation and anything that is not an `OsviError` are never retried.
+    Cancellation and anything that is not an `OsviError` are never retried, nor, with
+    `retry_ambiguous=False`, a failure after which the entry may have been applied.
     """
-    if isinstance(error, EngineRejectedError):
-        return False  # the engine refused on purpose; it would refuse again
+    if not isinstance(error, OsviError) or isinstance(error, EngineRejectedError):
+        return False  # an engine refusal would be refused again
+    if not policy.retry_ambiguous and may_have_been_applied(error):
+        return False
     if isinstance(error, APIStatusError):
         return error.status in policy.retry_statuses
     if isinstance(error, APITimeoutError):
         return policy.retry_timeouts
-    if isinstance(error, APIConnectionError):
-        return policy.retry_connection_errors
-    return False
+    return isinstance(error, APIConnectionError) and policy.retry_connection_errors
 
 
 def indicates_outage(error: OsviError) -> bool:
@@ -85,6 +111,7 @@ async def retry_after_failure(
     started: float,
     operation: str,
     allow_retry: Callable[[], bool] | None = None,
+    on_failure: Callable[[OsviError], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Keep calling `attempt(n)` for n = 2, 3, ... after the first attempt failed.
@@ -93,6 +120,7 @@ async def retry_after_failure(
     its `attempts` set), never a tenacity type. `started` is the `clock()` reading at the
     start of the call, for the deadline. `allow_retry`, when given, is asked before each
     retry (after the policy said yes) and can refuse it: a bulk run's shared retry budget.
+    `on_failure` is told of every failure that is followed by another attempt.
     """
     rand = policy.random or random.random
     number = 1
@@ -130,6 +158,8 @@ async def retry_after_failure(
             _cause(error),
             delay,
         )
+        if on_failure is not None:
+            on_failure(error)
         if policy.on_retry is not None:
             policy.on_retry(RetryEvent(attempt=state.attempt_number, delay=delay, error=error))
 

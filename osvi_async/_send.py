@@ -11,11 +11,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import attrs
+
 from osvi_async._config import RetryPolicy
 from osvi_async._decode import decode_inject_context, status_error
 from osvi_async._retry import (
     indicates_outage,
     is_retryable,
+    logger,
+    may_have_been_applied,
     remaining_budget,
     retry_after_failure,
 )
@@ -47,6 +51,7 @@ async def send_inject_context(
     url: str,
     body: bytes,
     session_id: str,
+    context: str,
     timeout: float,
     policy: RetryPolicy,
     gate: AttemptGate | None = None,
@@ -63,29 +68,38 @@ async def send_inject_context(
             if policy.max_retries == 0 or not is_retryable(policy, first_error):
                 raise
             failure = first_error
-        return await retry_after_failure(
-            policy,
-            _attempts(transport, url, body, session_id, timeout, policy, started, None),
-            failure,
-            started=started,
-            operation=f"inject_context for session {session_id}",
-        )
+        attempt = _attempts(transport, url, body, session_id, timeout, policy, started, None)
+    else:
+        attempt = _attempts(transport, url, body, session_id, timeout, policy, started, gate)
+        try:
+            return await attempt(1)
+        except OsviError as first_error:
+            if policy.max_retries == 0 or not is_retryable(policy, first_error):
+                raise
+            failure = first_error
+    ambiguous = False
 
-    attempt = _attempts(transport, url, body, session_id, timeout, policy, started, gate)
-    try:
-        return await attempt(1)
-    except OsviError as first_error:
-        if policy.max_retries == 0 or not is_retryable(policy, first_error):
-            raise
-        failure = first_error
-    return await retry_after_failure(
+    def note(error: OsviError) -> None:
+        nonlocal ambiguous
+        ambiguous = ambiguous or may_have_been_applied(error)
+
+    result = await retry_after_failure(
         policy,
         attempt,
         failure,
         started=started,
         operation=f"inject_context for session {session_id}",
         allow_retry=gate.allow_retry if gate is not None else None,
+        on_failure=note,
     )
+    if ambiguous and result.context[-2:] == (context, context):
+        logger.warning(
+            "inject_context for session %s: an earlier attempt may have been applied and the "
+            "bucket now ends with the entry twice; it was probably appended twice",
+            session_id,
+        )
+        return attrs.evolve(result, possible_duplicate=True)
+    return result
 
 
 def _attempts(  # noqa: PLR0917 - private; mirrors send_inject_context's arguments

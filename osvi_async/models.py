@@ -22,11 +22,15 @@ class InjectContextResult:
         context: The session's context bucket after the append, oldest first. The API keeps
             only the 5 most recent entries, so an older entry may have dropped out of it.
         attempts: How many HTTP attempts the call took (1 when the first one succeeded).
+        possible_duplicate: True when an earlier attempt failed in a way that may have applied
+            the entry, and the bucket now ends with the entry twice: the retry probably
+            appended it a second time. False on every clean result.
     """
 
     session_id: str
     context: tuple[str, ...]
     attempts: int = 1
+    possible_duplicate: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -81,6 +85,7 @@ class BulkSummary:
         invalid: Of the failed, those refused before sending (bad session id or context).
         retries: Extra HTTP attempts made, across all items.
         retries_refused: Retries the policy wanted but the run's retry budget refused.
+        possible_duplicates: Of the succeeded, those flagged `possible_duplicate`.
         not_sent: Items pulled but never sent because the run was stopped early.
         interrupted: Items in flight when the run was stopped; they may have been applied.
         elapsed: Seconds since the run started.
@@ -92,6 +97,7 @@ class BulkSummary:
     invalid: int
     retries: int
     retries_refused: int
+    possible_duplicates: int
     not_sent: int
     interrupted: int
     elapsed: float

@@ -162,6 +162,7 @@ class ReportWriter:
                 "session_id": record.request.session_id if record.request else None,
                 "ok": outcome.ok,
                 "attempts": outcome.attempts,
+                "possible_duplicate": bool(outcome.result and outcome.result.possible_duplicate),
                 "error": error_code(outcome.error),
                 "message": str(outcome.error) if outcome.error is not None else None,
             }

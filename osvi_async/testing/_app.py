@@ -67,6 +67,20 @@ def _engine_error() -> web.Response:
     return web.json_response(body, status=502)
 
 
+def _engine_failed_after_commit(request: web.BaseRequest) -> web.Response:
+    """The engine took the entry, then failed: a 5xx relayed as a 502 (the ambiguous case).
+
+    Unlike ``Python engine unreachable`` (nothing reached the engine), this says the engine
+    answered, so a client cannot know whether the entry was applied.
+    """
+    body = {
+        "success": False,
+        "error": f"Python engine returned 500 for {request.method} {request.path}",
+        "upstream_body": None,
+    }
+    return web.json_response(body, status=502)
+
+
 def _engine_rejected(request: web.BaseRequest, reason: str) -> web.Response:
     body = {
         "success": False,
@@ -162,7 +176,7 @@ class EmulatorApp:
         response = commit()
         if kind is FaultKind.AMBIGUOUS_502:
             self.observations.fault_injected(kind)
-            return _engine_error()
+            return _engine_failed_after_commit(request)
         if kind is FaultKind.AMBIGUOUS_DROP:
             self.observations.fault_injected(kind)
             await self._drop(request)

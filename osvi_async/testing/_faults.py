@@ -44,7 +44,7 @@ class FaultKind(enum.StrEnum):
     AMBIGUOUS_DROP = "ambiguous_drop"
     """The entry IS applied, then the connection is closed without a response."""
     AMBIGUOUS_502 = "ambiguous_502"
-    """The entry IS applied, then a 502 engine error is returned."""
+    """The entry IS applied, then a 502 ``Python engine returned 500 ...`` is returned."""
     HANG = "hang"
     """The request is read and never answered, until the client gives up; not applied."""
 

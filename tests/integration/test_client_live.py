@@ -191,6 +191,7 @@ async def test_ambiguous_drop_is_retried_and_doubles(
     osvi_emulator.fault_plan.script(session_id, ["ambiguous_drop"])
     result = await live_client.inject_context(session_id, "x")
     assert result.attempts == 2
+    assert result.possible_duplicate is True
     assert osvi_emulator.applied(session_id) == ("x", "x")
 
 

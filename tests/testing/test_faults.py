@@ -87,10 +87,16 @@ async def test_rate_limited_sends_retry_after(api: Api, osvi_emulator: OsviEmula
 async def test_ambiguous_502_applies_then_fails(
     api: Api, osvi_emulator: OsviEmulator, osvi_session_id: str
 ) -> None:
-    """ambiguous_502 applies the entry, then answers the engine_error 502."""
+    """ambiguous_502 applies the entry, then answers a 502 saying the engine failed (a 500)."""
     osvi_emulator.fault_plan.script(osvi_session_id, [FaultKind.AMBIGUOUS_502])
     reply = await api.inject(osvi_session_id, {"context": "entry"})
-    assert (reply.status, reply.json) == (502, ENGINE_ERROR_BODY)
+    path = f"/v1/chat/session/{osvi_session_id}/inject_context"
+    assert reply.status == 502
+    assert reply.json == {
+        "success": False,
+        "error": f"Python engine returned 500 for POST {path}",
+        "upstream_body": None,
+    }
     assert osvi_emulator.applied(osvi_session_id) == ("entry",)
     assert _count(osvi_emulator, FaultKind.AMBIGUOUS_502) == 1
 

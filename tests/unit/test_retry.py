@@ -133,3 +133,44 @@ def test_outage_classification_ignores_the_policy(error: OsviError, expected: bo
     from osvi_async._retry import indicates_outage
 
     assert indicates_outage(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe"),
+    [
+        (APIConnectionError("x", request_sent=False), False),
+        (APIConnectionError("x", request_sent=True), True),
+        (APITimeoutError("x", request_sent=True), True),
+        (APITimeoutError("x", request_sent=False), False),
+        (
+            EngineError("x", status=502, code="Python engine unreachable", body=""),
+            False,
+        ),
+        (EngineError("x", status=502, code="Python engine returned 500 for POST", body=""), True),
+        (EngineError("x", status=502, code=None, body="<html>"), True),
+        (status(EngineRejectedError, 502), False),
+        (status(APIStatusError, 503), False),
+        (status(APIStatusError, 504), True),
+        (status(APIStatusError, 500), True),
+        (status(RateLimitError, 429), False),
+        (status(APIStatusError, 404), False),
+        (ResponseDecodeError("x", status=200, body=""), True),
+        (OsviError("x"), False),
+    ],
+)
+def test_maybe_applied_classification(error: OsviError, maybe: bool) -> None:
+    """Which failures may have appended the entry anyway."""
+    from osvi_async._retry import may_have_been_applied
+
+    assert may_have_been_applied(error) is maybe
+
+
+def test_retry_ambiguous_false_refuses_only_maybe_applied() -> None:
+    """At-most-once: a sent-then-dropped call is final; an unsent one is still retried."""
+    policy = RetryPolicy(retry_ambiguous=False)
+    assert not is_retryable(policy, APIConnectionError("x", request_sent=True))
+    assert is_retryable(policy, APIConnectionError("x", request_sent=False))
+    assert is_retryable(
+        policy, EngineError("x", status=502, code="Python engine unreachable", body="")
+    )
+    assert not is_retryable(policy, EngineError("x", status=502, code=None, body=""))

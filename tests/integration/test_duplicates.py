@@ -1,0 +1,114 @@
+"""Duplicate awareness: ambiguous failures, possible_duplicate, and at-most-once delivery."""
+
+from __future__ import annotations
+
+import pytest
+
+from osvi_async import (
+    APIConnectionError,
+    EngineError,
+    OsviClient,
+    RetryPolicy,
+)
+from osvi_async.testing import OsviEmulator
+
+FAST = RetryPolicy(initial_delay=0.001, max_delay=0.005)
+AT_MOST_ONCE = RetryPolicy(initial_delay=0.001, max_delay=0.005, retry_ambiguous=False)
+
+
+def client_for(emulator: OsviEmulator, policy: RetryPolicy = FAST) -> OsviClient:
+    """A client on the emulator with the given policy."""
+    return OsviClient(emulator.api_token, base_url=emulator.base_url, retry=policy)
+
+
+@pytest.mark.parametrize("fault", ["ambiguous_drop", "ambiguous_502"])
+async def test_retry_after_ambiguous_failure_is_flagged(
+    osvi_emulator: OsviEmulator, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Applied-then-failed, retried, applied again: the result says possible_duplicate."""
+    session = osvi_emulator.create_session(context=["earlier"])
+    osvi_emulator.fault_plan.script(session, [fault])
+    async with client_for(osvi_emulator) as client:
+        result = await client.inject_context(session, "summary")
+    assert osvi_emulator.applied(session) == ("summary", "summary")
+    assert result.possible_duplicate is True
+    assert result.attempts == 2
+    assert "probably appended twice" in caplog.text
+
+
+async def test_unreachable_engine_is_certainly_not_applied(osvi_emulator: OsviEmulator) -> None:
+    """A 502 'engine unreachable' is retried and the clean result is not flagged."""
+    session = osvi_emulator.create_session()
+    osvi_emulator.fault_plan.script(session, ["engine_error", "unavailable"])
+    async with client_for(osvi_emulator) as client:
+        result = await client.inject_context(session, "summary")
+    assert osvi_emulator.applied(session) == ("summary",)
+    assert (result.attempts, result.possible_duplicate) == (3, False)
+
+
+async def test_ambiguous_but_not_doubled_is_not_flagged(osvi_emulator: OsviEmulator) -> None:
+    """A timeout in which the entry was NOT applied: the retry lands once, no flag."""
+    session = osvi_emulator.create_session()
+    osvi_emulator.fault_plan.script(session, ["hang"])
+    async with OsviClient(
+        osvi_emulator.api_token, base_url=osvi_emulator.base_url, timeout=0.3, retry=FAST
+    ) as client:
+        result = await client.inject_context(session, "summary")
+    assert osvi_emulator.applied(session) == ("summary",)
+    assert (result.attempts, result.possible_duplicate) == (2, False)
+
+
+async def test_repeated_text_without_ambiguity_is_not_flagged(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """Injecting the same text twice on purpose, with clean calls, is never flagged."""
+    session = osvi_emulator.create_session()
+    async with client_for(osvi_emulator) as client:
+        await client.inject_context(session, "same")
+        result = await client.inject_context(session, "same")
+    assert result.context == ("same", "same")
+    assert result.possible_duplicate is False
+
+
+@pytest.mark.parametrize("fault", ["ambiguous_drop", "ambiguous_502"])
+async def test_at_most_once_reports_instead_of_retrying(
+    osvi_emulator: OsviEmulator, fault: str
+) -> None:
+    """retry_ambiguous=False: the maybe-applied failure is raised, and applied only once."""
+    session = osvi_emulator.create_session()
+    osvi_emulator.fault_plan.script(session, [fault])
+    async with client_for(osvi_emulator, AT_MOST_ONCE) as client:
+        with pytest.raises((APIConnectionError, EngineError)) as caught:
+            await client.inject_context(session, "summary")
+    assert caught.value.attempts == 1
+    assert osvi_emulator.applied(session) == ("summary",)
+    assert osvi_emulator.requests_for(session) == 1
+
+
+async def test_at_most_once_still_retries_certain_failures(osvi_emulator: OsviEmulator) -> None:
+    """retry_ambiguous=False still retries what certainly did not apply (engine unreachable)."""
+    session = osvi_emulator.create_session()
+    osvi_emulator.fault_plan.script(session, ["engine_error", "rate_limited"])
+    policy = RetryPolicy(initial_delay=0.001, retry_ambiguous=False, respect_retry_after=False)
+    async with client_for(osvi_emulator, policy) as client:
+        result = await client.inject_context(session, "summary")
+    assert result.attempts == 3
+    assert osvi_emulator.applied(session) == ("summary",)
+
+
+async def test_bulk_summary_counts_possible_duplicates(osvi_emulator: OsviEmulator) -> None:
+    """inject_many counts flagged items, and they match the server's doubled entries."""
+    sessions = [osvi_emulator.create_session() for _ in range(6)]
+    for session in sessions[:3]:
+        osvi_emulator.fault_plan.script(session, ["ambiguous_drop"])
+    client = client_for(osvi_emulator)
+    async with client, client.inject_many([(s, f"entry for {s}") for s in sessions]) as run:
+        outcomes = [outcome async for outcome in run]
+    flagged = {
+        o.request.session_id
+        for o in outcomes
+        if o.request is not None and o.result is not None and o.result.possible_duplicate
+    }
+    doubled = {s for s in sessions if len(osvi_emulator.applied(s)) == 2}
+    assert flagged == doubled == set(sessions[:3])
+    assert run.summary.possible_duplicates == 3
