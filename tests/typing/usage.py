@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import attrs
 
@@ -14,14 +15,21 @@ import osvi_async
 from osvi_async import (
     APIConnectionError,
     APIStatusError,
+    BulkSummary,
+    CircuitBreaker,
     EngineError,
     EngineRejectedError,
     InjectContextResult,
+    InjectOutcome,
+    InjectRequest,
     OsviClient,
     OsviError,
+    RetryBudget,
     RetryEvent,
     RetryPolicy,
+    RunStoppedError,
 )
+from osvi_async.testing import FaultPlan, OsviEmulator
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +61,51 @@ async def inject(client: OsviClient, session_id: str, summary: str) -> tuple[str
     except OsviError:
         raise
     attempts: int = result.attempts
-    log.info("took %d attempts", attempts)
+    doubled: bool = result.possible_duplicate
+    log.info("took %d attempts (possible duplicate: %s)", attempts, doubled)
     return result.context
+
+
+async def backfill(client: OsviClient, rows: list[tuple[str, str]]) -> BulkSummary:
+    requests = [InjectRequest(session_id=sid, context=text) for sid, text in rows]
+    async with client.inject_many(
+        [*requests, *rows],
+        concurrency=32,
+        rate_limit=100.0,
+        retry_budget=RetryBudget(per_request=0.5),
+        circuit_breaker=CircuitBreaker(failure_threshold=5, give_up_after=30.0),
+    ) as run:
+        async for outcome in run:
+            checked: InjectOutcome = outcome
+            if not checked.ok and checked.error is not None:
+                log.warning("item %d: %s", checked.index, checked.error)
+    for leftover in run.leftovers:
+        if isinstance(leftover.error, RunStoppedError) and leftover.error.request_sent:
+            log.warning("item %d may have been applied", leftover.index)
+    return run.summary
+
+
+async def from_queue(client: OsviClient, queue: asyncio.Queue[tuple[str, str]]) -> int:
+    async def items() -> AsyncIterator[tuple[str, str]]:
+        while not queue.empty():
+            yield await queue.get()
+
+    done = 0
+    async for outcome in client.inject_many(items(), retry=RetryPolicy(retry_ambiguous=False)):
+        done += outcome.ok
+    return done
+
+
+async def emulate() -> tuple[str, ...]:
+    plan = FaultPlan(seed=1, engine_error=0.1, latency=1.0, latency_seconds=(0.0, 0.01))
+    async with OsviEmulator(fault_plan=plan) as emulator:
+        session = emulator.create_session(context=["first"])
+        emulator.fault_plan.script(session, ["engine_error"])
+        async with OsviClient(emulator.api_token, base_url=emulator.base_url) as client:
+            await client.inject_context(session, "x")
+        requests: int = emulator.requests_for(session)
+        log.info("%d requests, peak %d", requests, emulator.stats.peak_in_flight)
+        return emulator.applied(session)
 
 
 async def main() -> None:
