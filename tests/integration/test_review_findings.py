@@ -24,6 +24,7 @@ from osvi_async import (
 )
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.integration.test_client_live import wait_until
+from tests.support import exception_chain
 
 
 async def test_early_stop_accounts_for_every_item_the_generator_yielded(
@@ -162,15 +163,6 @@ async def test_borrowed_session_raising_for_status_still_maps_statuses(
     assert osvi_emulator.requests_for(session_id) == 1
 
 
-def _exception_chain(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 async def test_token_not_reachable_through_the_exception_chain() -> None:
     """A garbage answer is an APIConnectionError whose whole chain is free of the token."""
     token = "SeCrEtToKeN12345"
@@ -192,7 +184,7 @@ async def test_token_not_reachable_through_the_exception_chain() -> None:
     finally:
         server.close()
         await server.wait_closed()
-    for link in _exception_chain(caught.value):
+    for link in exception_chain(caught.value):
         assert token not in repr(link)
         assert token not in str(link)
         assert token not in repr(getattr(link, "request_info", ""))

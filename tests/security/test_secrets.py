@@ -19,23 +19,14 @@ from osvi_async import (
 )
 from osvi_async._config import ClientConfig
 from osvi_async.testing import FaultPlan, OsviEmulator
+from tests.support import exception_chain
 
 SECRET = "Sup3rS3cretT0ken"
 
 
-def chain(error: BaseException) -> list[BaseException]:
-    """The error and every exception it was raised from or during."""
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 def assert_secret_absent(error: BaseException) -> None:
     """Neither str, repr, attributes nor the formatted traceback of the chain show it."""
-    for link in chain(error):
+    for link in exception_chain(error):
         assert SECRET not in str(link)
         assert SECRET not in repr(link)
         assert SECRET not in repr(vars(link))
