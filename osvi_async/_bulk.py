@@ -327,6 +327,7 @@ def _stopped(item: _Item) -> InjectOutcome:
     else:
         message = "The run was stopped before this item was sent; it was not applied"
     error = RunStoppedError(message, request_sent=attempts > 0, attempts=attempts)
+    error.may_have_been_applied = attempts > 0
     return InjectOutcome(item.index, item.request, ok=False, error=error)
 
 

@@ -66,6 +66,7 @@ async def send_inject_context(
             )
         except OsviError as first_error:
             if policy.max_retries == 0 or not is_retryable(policy, first_error):
+                first_error.may_have_been_applied = may_have_been_applied(first_error)
                 raise
             failure = first_error
         attempt = _attempts(transport, url, body, session_id, timeout, policy, started, None)
@@ -75,6 +76,7 @@ async def send_inject_context(
             return await attempt(1)
         except OsviError as first_error:
             if policy.max_retries == 0 or not is_retryable(policy, first_error):
+                first_error.may_have_been_applied = may_have_been_applied(first_error)
                 raise
             failure = first_error
     ambiguous = False
@@ -83,15 +85,20 @@ async def send_inject_context(
         nonlocal ambiguous
         ambiguous = ambiguous or may_have_been_applied(error)
 
-    result = await retry_after_failure(
-        policy,
-        attempt,
-        failure,
-        started=started,
-        operation=f"inject_context for session {session_id}",
-        allow_retry=gate.allow_retry if gate is not None else None,
-        on_failure=note,
-    )
+    try:
+        result = await retry_after_failure(
+            policy,
+            attempt,
+            failure,
+            started=started,
+            operation=f"inject_context for session {session_id}",
+            allow_retry=gate.allow_retry if gate is not None else None,
+            on_failure=note,
+        )
+    except OsviError as last_error:
+        # The last error describes the last attempt; an earlier one may have applied it.
+        last_error.may_have_been_applied = ambiguous or may_have_been_applied(last_error)
+        raise
     if ambiguous and result.context[-2:] == (context, context):
         logger.warning(
             "inject_context for session %s: an earlier attempt may have been applied and the "

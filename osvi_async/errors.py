@@ -20,7 +20,9 @@ Catch `OsviError` to handle anything the SDK can raise; catch a leaf to act on o
     └── RunStoppedError                           a bulk run was closed before this item finished
 
 `APIConnectionError.request_sent` separates "never connected" (the entry certainly was not
-applied, safe to retry) from "sent, no answer" (the entry may have been applied).
+applied, safe to retry) from "sent, no answer" (the entry may have been applied), for one
+attempt. `OsviError.may_have_been_applied` answers for the whole call, all attempts included:
+when it is False, sending the entry again cannot double it.
 
 No message, attribute or repr here ever holds the API token: the errors are built from the
 status, the response body and the session id only.
@@ -56,13 +58,19 @@ class OsviError(Exception):
     Attributes:
         attempts: How many HTTP attempts were made before this error was raised (0 when the
             error came before anything was sent).
+        may_have_been_applied: Whether any attempt of the failed call may have appended the
+            entry anyway (the request went out and no clear refusal came back, on this or an
+            earlier attempt). False means the entry was certainly not applied, so sending
+            it again cannot make a duplicate.
     """
 
     attempts: int
+    may_have_been_applied: bool
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.may_have_been_applied = False
 
     @property
     def message(self) -> str:

@@ -500,3 +500,53 @@ async def test_borrowed_session_closed_by_owner_is_typed(mocked: aioresponses) -
     osvi = OsviClient(TOKEN, base_url=BASE_URL, session=own)
     with pytest.raises(ClientClosedError, match="closed by its owner"):
         await osvi.inject_context(SESSION_ID, "b")
+
+
+async def test_failed_call_remembers_an_earlier_maybe_applied_attempt(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """An engine 500 relayed as 502, then a 404: the error says the entry may be there."""
+    engine_failed = {
+        "success": False,
+        "error": "Python engine returned 500 for POST /v1/chat/session/x/inject_context",
+        "upstream_body": None,
+    }
+    mocked.post(INJECT_URL, status=502, payload=engine_failed)
+    mocked.post(INJECT_URL, status=404, payload={"success": False, "error": "session_not_found"})
+    with pytest.raises(NotFoundError) as caught:
+        await client.inject_context(SESSION_ID, "b")
+    assert caught.value.attempts == 2
+    assert caught.value.may_have_been_applied is True
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (404, {"success": False, "error": "session_not_found"}, False),
+        (400, {"success": False, "error": "context_required"}, False),
+        (500, {"success": False, "error": "internal"}, True),
+    ],
+)
+async def test_single_attempt_failure_classifies_itself(
+    client: OsviClient,
+    mocked: aioresponses,
+    status: int,
+    body: dict[str, Any],
+    expected: bool,
+) -> None:
+    """A call that failed at once: may_have_been_applied follows that attempt alone."""
+    mocked.post(INJECT_URL, status=status, payload=body)
+    with pytest.raises(APIStatusError) as caught:
+        await client.inject_context(SESSION_ID, "b")
+    assert caught.value.may_have_been_applied is expected
+
+
+async def test_unsent_retries_keep_may_have_been_applied_false(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """Four 'engine unreachable' 502s: the entry certainly was not applied."""
+    for _ in range(4):
+        mocked.post(INJECT_URL, status=502, payload=ENGINE_DOWN)
+    with pytest.raises(EngineError) as caught:
+        await client.inject_context(SESSION_ID, "b")
+    assert caught.value.may_have_been_applied is False

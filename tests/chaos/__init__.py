@@ -1,0 +1,1 @@
+"""Chaos tests: faults, outages, cancellation and hostile servers, checked from the server's log."""
