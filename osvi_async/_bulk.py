@@ -64,8 +64,14 @@ class _ItemGate:
         self._flow = flow
         self._item = item
 
-    async def before_attempt(self, number: int) -> None:
-        await self._flow.before_attempt(number)
+    def ready(self, number: int) -> bool:
+        if self._flow.ready(number):
+            self._item.attempts_started = number
+            return True
+        return False
+
+    async def wait(self, number: int) -> None:
+        await self._flow.wait(number)
         self._item.attempts_started = number
 
     def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:

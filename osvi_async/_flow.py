@@ -62,10 +62,17 @@ class FlowControl:
         """One of "closed", "open" or "half-open"."""
         return self._state.value
 
-    async def before_attempt(self, number: int) -> None:
-        """Earn the first attempt's retry tokens, then wait for the circuit and the rate limit."""
+    def ready(self, number: int) -> bool:
+        """Earn the first attempt's retry tokens; True if the attempt may go at once.
+
+        The common case (circuit closed, no rate limit) needs no await at all.
+        """
         if number == 1 and self._budget is not None:
             self._deposit(self._budget.per_request)
+        return self._state is _State.CLOSED and not self._interval
+
+    async def wait(self, number: int) -> None:
+        """Wait for the circuit to let attempt `number` through, then for a rate-limit slot."""
         if self._state is not _State.CLOSED:
             await self._wait_for_circuit(number)
         if self._interval:

@@ -31,15 +31,19 @@ from osvi_async.models import InjectContextResult
 class AttemptGate(Protocol):
     """Flow control shared by many calls; see `osvi_async._flow.FlowControl`."""
 
-    async def before_attempt(self, number: int) -> None:
-        """Wait until attempt `number` of a call may be sent, or raise to give up unsent."""
+    def ready(self, number: int) -> bool:
+        """Whether attempt `number` of a call may be sent at once (no await needed)."""
+
+    async def wait(self, number: int) -> None:
+        """Wait until attempt `number` may be sent, or raise to give up unsent; called only
+        when `ready` said no."""
 
     def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
         """Learn how an attempt ended: `error` None for a success; `outage` when the failure
         says the API is unwell (whatever the retry policy makes of it)."""
 
     def attempt_abandoned(self) -> None:
-        """An attempt that passed `before_attempt` ended without an answer (cancelled)."""
+        """An attempt that was let through ended without an answer (cancelled, or unsent)."""
 
     def allow_retry(self) -> bool:
         """Whether the shared retry budget allows one more retry; takes it if so."""
@@ -122,8 +126,8 @@ def _attempts(  # noqa: PLR0917 - private; mirrors send_inject_context's argumen
     """The function that makes attempt number n, under the deadline and the gate."""
 
     async def attempt(number: int) -> InjectContextResult:
-        if gate is not None:
-            await gate.before_attempt(number)
+        if gate is not None and not gate.ready(number):
+            await gate.wait(number)
         budget = remaining_budget(policy, timeout, started, time.monotonic())
         if budget <= 0:
             # Waiting for the gate used up the deadline: sending now could only time out.

@@ -22,6 +22,12 @@ class Clock:
         return self.now
 
 
+async def enter(control: FlowControl, number: int) -> None:
+    """Pass the gate the way the call loop does: at once if ready, else after waiting."""
+    if not control.ready(number):
+        await control.wait(number)
+
+
 def flow(
     *,
     budget: RetryBudget | None = None,
@@ -39,7 +45,7 @@ async def test_budget_earns_per_first_attempt_and_success() -> None:
     """Tokens come from first attempts and successes; each retry spends one."""
     control = flow(budget=RetryBudget(per_request=1.0, per_success=0.5))
     assert control.allow_retry() is False  # nothing earned yet
-    await control.before_attempt(1)
+    await enter(control, 1)
     assert control.allow_retry() is True
     assert control.allow_retry() is False
     control.after_attempt(None, outage=False)
@@ -53,7 +59,7 @@ async def test_budget_is_capped() -> None:
     """A long healthy run banks at most max_tokens retries."""
     control = flow(budget=RetryBudget(max_tokens=3))
     for _ in range(50):
-        await control.before_attempt(1)
+        await enter(control, 1)
     assert sum(control.allow_retry() for _ in range(10)) == 3
 
 
@@ -61,7 +67,7 @@ async def test_default_cap_scales_with_concurrency() -> None:
     """Without max_tokens the cap is max(100, 4 * concurrency)."""
     control = FlowControl(concurrency=64, budget=RetryBudget(), breaker=None, rate_limit=None)
     for _ in range(1000):
-        await control.before_attempt(1)
+        await enter(control, 1)
     assert sum(control.allow_retry() for _ in range(1000)) == 256
 
 
@@ -82,14 +88,14 @@ async def test_breaker_opens_after_threshold_and_probes_after_cooldown() -> None
     assert control.circuit_state == "open"
     assert control.times_opened == 1
 
-    waiter = asyncio.create_task(control.before_attempt(2))
+    waiter = asyncio.create_task(enter(control, 2))
     await asyncio.sleep(0.01)
     assert not waiter.done()  # held while open
     clock.now += 0.05
     await asyncio.wait_for(waiter, 1.0)  # becomes the probe
     assert control.circuit_state == "half-open"
 
-    second = asyncio.create_task(control.before_attempt(1))
+    second = asyncio.create_task(enter(control, 1))
     await asyncio.sleep(0.01)
     assert not second.done()  # only one probe at a time
     control.after_attempt(None, outage=False)  # a success from some attempt closes it
@@ -105,7 +111,7 @@ async def test_failed_probe_doubles_cooldown() -> None:
     )
 
     async def probe_and_fail() -> None:
-        await control.before_attempt(2)
+        await enter(control, 2)
         control.after_attempt(FAILURE, outage=True)
 
     control.after_attempt(FAILURE, outage=True)
@@ -121,7 +127,7 @@ async def test_straggler_failure_does_not_reopen_half_open() -> None:
     control = flow(breaker=CircuitBreaker(failure_threshold=1, cooldown=0.01), clock=clock)
     control.after_attempt(FAILURE, outage=True)
     clock.now += 0.01
-    probe = asyncio.create_task(control.before_attempt(2))
+    probe = asyncio.create_task(enter(control, 2))
     await probe
     control.after_attempt(FAILURE, outage=True)  # this task is not the probe's task
     assert control.circuit_state == "half-open"
@@ -135,12 +141,12 @@ async def test_cancelled_probe_lets_the_next_attempt_probe() -> None:
     clock.now += 0.01
 
     async def probe_then_abandon() -> None:
-        await control.before_attempt(2)
+        await enter(control, 2)
         control.attempt_abandoned()
 
     await asyncio.create_task(probe_then_abandon())
     assert control.circuit_state == "open"
-    await asyncio.wait_for(control.before_attempt(1), 1.0)
+    await asyncio.wait_for(enter(control, 1), 1.0)
     assert control.circuit_state == "half-open"
 
 
@@ -154,7 +160,7 @@ async def test_breaker_gives_up_with_circuit_open_error() -> None:
     control.after_attempt(FAILURE, outage=True)
     clock.now += 1.0
     with pytest.raises(CircuitOpenError) as caught:
-        await control.before_attempt(3)
+        await enter(control, 3)
     assert caught.value.attempts == 2
 
 
@@ -181,5 +187,5 @@ async def test_rate_limit_reserves_evenly_spaced_slots() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(asyncio, "sleep", fake_sleep)
         for _ in range(3):
-            await control.before_attempt(1)
+            await enter(control, 1)
     assert waits == pytest.approx([0.01, 0.02])
