@@ -116,6 +116,10 @@ class _Engine:
         self._items = items
         self._concurrency = concurrency
         self._max_pending = max_pending
+        # The feeder sleeps when max_pending items are open and wakes only once a quarter of
+        # them were handed over, then refills in one go: one task switch per batch, not per
+        # item.
+        self._refill_below = max_pending - max(1, max_pending // 4)
         self._timeout = timeout
         self._policy = policy
         self.flow = flow
@@ -180,7 +184,7 @@ class _Engine:
                 if not isinstance(outcome, InjectOutcome):
                     break
                 self._open -= 1
-                if self._open < self._max_pending:
+                if self._open <= self._refill_below:
                     self._room.set()
                 yield outcome
             if self._input_error is not None and not self._halted:
@@ -248,7 +252,7 @@ class _Engine:
             self._outcomes.put_nowait(_END)
 
     async def _wait_for_room(self) -> None:
-        while self._open >= self._max_pending:
+        while self._open > self._refill_below:
             self._room.clear()
             await self._room.wait()
 
