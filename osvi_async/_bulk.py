@@ -27,6 +27,7 @@ from typing import Final, Self, cast
 
 from osvi_async._config import RetryPolicy
 from osvi_async._flow import FlowControl
+from osvi_async._retry import may_have_been_applied
 from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport
 from osvi_async._validation import check_context, check_session_id, encode_inject_body
@@ -42,7 +43,17 @@ _END: Final = object()
 class _Item:
     """An item that passed the checks and waits in a lane, is ready, or is in flight."""
 
-    __slots__ = ("attempts_started", "body", "index", "lane", "request", "session_id", "url")
+    __slots__ = (
+        "attempts_started",
+        "body",
+        "index",
+        "lane",
+        "maybe_applied",
+        "on_the_wire",
+        "request",
+        "session_id",
+        "url",
+    )
 
     def __init__(self, index: int, request: InjectRequest, url: str, body: bytes) -> None:
         self.index = index
@@ -53,6 +64,8 @@ class _Item:
         self.url = url
         self.body = body
         self.attempts_started = 0
+        self.on_the_wire = False  # an attempt was let through and has not ended yet
+        self.maybe_applied = False  # an ended attempt may have applied the entry
 
 
 class _ItemGate:
@@ -66,18 +79,28 @@ class _ItemGate:
 
     def ready(self, number: int) -> bool:
         if self._flow.ready(number):
-            self._item.attempts_started = number
+            self._started(number)
             return True
         return False
 
     async def wait(self, number: int) -> None:
         await self._flow.wait(number)
+        self._started(number)
+
+    def _started(self, number: int) -> None:
         self._item.attempts_started = number
+        self._item.on_the_wire = True
 
     def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        self._item.on_the_wire = False
+        if error is not None and may_have_been_applied(error):
+            self._item.maybe_applied = True
         self._flow.after_attempt(error, outage=outage)
 
     def attempt_abandoned(self) -> None:
+        # Called when an attempt was cancelled mid-send (a stop snapshots the item before
+        # that, while it is still on the wire) or was never sent (the deadline passed).
+        self._item.on_the_wire = False
         self._flow.attempt_abandoned()
 
     def allow_retry(self) -> bool:
@@ -299,7 +322,11 @@ class _Engine:
             except OsviError as exc:
                 error = exc
             except Exception as exc:
-                error = OsviError(f"Unexpected {type(exc).__name__} while sending: {exc}")
+                error = OsviError(
+                    f"Unexpected {type(exc).__name__} while sending: {exc}",
+                    attempts=item.attempts_started,
+                )
+                error.may_have_been_applied = item.maybe_applied or item.on_the_wire
                 error.__cause__ = exc
             del self._in_flight[item.index]
             self._finish(item, result, error)
@@ -330,14 +357,20 @@ class _Engine:
 def _stopped(item: _Item) -> InjectOutcome:
     """The outcome of an item the run was stopped before finishing."""
     attempts = item.attempts_started
-    if attempts:
+    maybe = item.on_the_wire or item.maybe_applied
+    if maybe:
         message = (
             f"The run was stopped during attempt {attempts} of this item; it may have been applied"
         )
+    elif attempts:
+        message = (
+            f"The run was stopped after {attempts} attempt(s) of this item, none of which "
+            "applied it"
+        )
     else:
         message = "The run was stopped before this item was sent; it was not applied"
-    error = RunStoppedError(message, request_sent=attempts > 0, attempts=attempts)
-    error.may_have_been_applied = attempts > 0
+    error = RunStoppedError(message, request_sent=maybe, attempts=attempts)
+    error.may_have_been_applied = maybe
     return InjectOutcome(item.index, item.request, ok=False, error=error)
 
 

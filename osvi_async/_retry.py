@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -33,8 +34,9 @@ T = TypeVar("T")
 
 logger: Final = logging.getLogger("osvi_async")
 
-# How the API says that nothing reached the engine ("Python engine unreachable").
-_ENGINE_UNREACHABLE: Final = "unreachable"
+# How the API says that nothing reached the engine ("Python engine unreachable"); not just any
+# "unreachable", which an engine's own failure message may contain.
+_ENGINE_UNREACHABLE: Final = re.compile(r"\bengine unreachable\b", re.IGNORECASE)
 
 
 def may_have_been_applied(error: OsviError) -> bool:
@@ -51,7 +53,7 @@ def may_have_been_applied(error: OsviError) -> bool:
     if isinstance(error, EngineRejectedError):
         return False
     if isinstance(error, EngineError):
-        return error.code is None or _ENGINE_UNREACHABLE not in error.code.lower()
+        return error.code is None or _ENGINE_UNREACHABLE.search(error.code) is None
     if isinstance(error, APIStatusError):
         return error.status >= 500 and error.status != 503
     return isinstance(error, ResponseDecodeError)

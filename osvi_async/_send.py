@@ -127,7 +127,13 @@ def _attempts(  # noqa: PLR0917 - private; mirrors send_inject_context's argumen
 
     async def attempt(number: int) -> InjectContextResult:
         if gate is not None and not gate.ready(number):
-            await gate.wait(number)
+            try:
+                await gate.wait(number)
+            except BaseException:
+                # Cancelled (or refused) while waiting, perhaps after being made the probe:
+                # give the circuit back rather than leave it half-open for good.
+                gate.attempt_abandoned()
+                raise
         budget = remaining_budget(policy, timeout, started, time.monotonic())
         if budget <= 0:
             # Waiting for the gate used up the deadline: sending now could only time out.

@@ -329,3 +329,30 @@ async def test_deadline_spent_waiting_is_not_a_send(osvi_emulator: OsviEmulator)
     assert late.error.attempts == 1
     assert osvi_emulator.requests_for(session) == 1
     assert run.circuit_state == "open"  # the unsent probe gave the circuit back
+
+
+async def test_stopped_after_certain_failures_is_not_maybe_applied(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """An item stopped in its backoff after a 429 (never applied) is reported as such."""
+    session_id = osvi_emulator.create_session()
+    osvi_emulator.fault_plan = FaultPlan(rate_limited=1.0, retry_after_seconds=5)
+    client = OsviClient(osvi_emulator.api_token, base_url=osvi_emulator.base_url)
+    async with client:
+        run = client.inject_many([(session_id, "hello")], circuit_breaker=None)
+
+        async def consume() -> None:
+            async for _ in run:
+                pass
+
+        consumer = asyncio.create_task(consume())
+        await wait_until(lambda: osvi_emulator.requests_for(session_id) == 1)
+        await asyncio.sleep(0.05)  # the 429 is read; the item sleeps in its backoff
+        await run.aclose()
+        await consumer
+    [leftover] = run.leftovers
+    assert isinstance(leftover.error, RunStoppedError)
+    assert leftover.error.may_have_been_applied is False
+    assert leftover.error.request_sent is False
+    assert leftover.error.attempts == 1
+    assert osvi_emulator.applied(session_id) == ()

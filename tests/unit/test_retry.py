@@ -147,6 +147,7 @@ def test_outage_classification_ignores_the_policy(error: OsviError, expected: bo
             False,
         ),
         (EngineError("x", status=502, code="Python engine returned 500 for POST", body=""), True),
+        (EngineError("x", status=502, code="engine returned 500: db unreachable", body=""), True),
         (EngineError("x", status=502, code=None, body="<html>"), True),
         (status(EngineRejectedError, 502), False),
         (status(APIStatusError, 503), False),
