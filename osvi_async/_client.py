@@ -23,7 +23,7 @@ from osvi_async._config import (
 )
 from osvi_async._flow import FlowControl
 from osvi_async._send import send_inject_context
-from osvi_async._transport import Transport
+from osvi_async._transport import Transport, closed_client_error
 from osvi_async._validation import (
     check_context,
     check_positive_int,
@@ -32,7 +32,7 @@ from osvi_async._validation import (
     check_timeout,
     encode_inject_body,
 )
-from osvi_async.errors import ClientClosedError, ClientValidationError
+from osvi_async.errors import ClientValidationError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -137,7 +137,7 @@ class OsviClient:
 
     async def __aenter__(self) -> Self:
         if self.closed:
-            raise _closed_error()
+            raise closed_client_error()
         return self
 
     async def __aexit__(
@@ -221,7 +221,7 @@ class OsviClient:
             ResponseDecodeError: A success status with a body that is not the documented shape.
         """
         if self._transport.closed:
-            raise _closed_error()
+            raise closed_client_error()
         session_id = check_session_id(session_id)
         body = encode_inject_body(check_context(context))
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
@@ -292,7 +292,7 @@ class OsviClient:
             ClientClosedError: The client is closed.
         """
         if self._transport.closed:
-            raise _closed_error()
+            raise closed_client_error()
         concurrency = check_positive_int("concurrency", concurrency)
         if max_pending is None:
             max_pending = max(256, 4 * concurrency)
@@ -325,7 +325,3 @@ class OsviClient:
 def _check_retry(retry: object) -> None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ClientValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-
-
-def _closed_error() -> ClientClosedError:
-    return ClientClosedError("This OsviClient is closed; create a new one")

@@ -16,7 +16,7 @@ import attrs
 from osvi_async._validation import (
     check_api_token,
     check_base_url,
-    check_max_connections,
+    check_positive_int,
     check_timeout,
 )
 
@@ -175,7 +175,7 @@ class ClientConfig:
             base_url=_resolve_base_url(base_url),
             timeout=timeout,
             retry=retry if retry is not None else RetryPolicy(),
-            max_connections=check_max_connections(max_connections),
+            max_connections=check_positive_int("max_connections", max_connections),
         )
 
 

@@ -62,27 +62,24 @@ async def send_inject_context(
 ) -> InjectContextResult:
     """POST one inject_context request, with retries, and return the decoded result."""
     started = time.monotonic()
-    if gate is None and policy.deadline is None:
-        # The common case, kept flat: no closure, no gate, one coroutine frame less.
-        try:
+    # The common case (no gate, no deadline) sends the first attempt flat: no closure, one
+    # coroutine frame less. The attempt function is built only when it is needed.
+    attempt = None
+    if gate is not None or policy.deadline is not None:
+        attempt = _attempts(transport, url, body, session_id, timeout, policy, started, gate)
+    try:
+        if attempt is None:
             return await _attempt_once(
                 transport, url, body, session_id=session_id, timeout=timeout, number=1
             )
-        except OsviError as first_error:
-            if policy.max_retries == 0 or not is_retryable(policy, first_error):
-                first_error.may_have_been_applied = may_have_been_applied(first_error)
-                raise
-            failure = first_error
+        return await attempt(1)
+    except OsviError as first_error:
+        if policy.max_retries == 0 or not is_retryable(policy, first_error):
+            first_error.may_have_been_applied = may_have_been_applied(first_error)
+            raise
+        failure = first_error
+    if attempt is None:
         attempt = _attempts(transport, url, body, session_id, timeout, policy, started, None)
-    else:
-        attempt = _attempts(transport, url, body, session_id, timeout, policy, started, gate)
-        try:
-            return await attempt(1)
-        except OsviError as first_error:
-            if policy.max_retries == 0 or not is_retryable(policy, first_error):
-                first_error.may_have_been_applied = may_have_been_applied(first_error)
-                raise
-            failure = first_error
     ambiguous = False
 
     def note(error: OsviError) -> None:

@@ -152,7 +152,7 @@ class Transport:
 
     def _session_for_request(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise ClientClosedError("This OsviClient is closed; create a new one")
+            raise closed_client_error()
         session = self._session
         if session is None:
             self._loop = asyncio.get_running_loop()
@@ -233,3 +233,8 @@ class Transport:
             status=status,
             body="",
         )
+
+
+def closed_client_error() -> ClientClosedError:
+    """The error for any use of a client after close(), from the client or its transport."""
+    return ClientClosedError("This OsviClient is closed; create a new one")

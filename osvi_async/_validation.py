@@ -111,11 +111,6 @@ def check_timeout(timeout: object) -> float:
     return float(timeout)
 
 
-def check_max_connections(value: object) -> int:
-    """Return the connection limit; it must be a whole number of at least 1."""
-    return check_positive_int("max_connections", value)
-
-
 def check_positive_int(name: str, value: object) -> int:
     """Return `value` if it is a whole number of at least 1."""
     if isinstance(value, bool) or not isinstance(value, int):
