@@ -127,6 +127,7 @@ class _Engine:
         *,
         transport: Transport,
         url_for: Callable[[str], str],
+        max_context_bytes: int,
         items: Iterable[InjectItem] | AsyncIterable[InjectItem],
         concurrency: int,
         max_pending: int,
@@ -136,6 +137,7 @@ class _Engine:
     ) -> None:
         self._transport = transport
         self._url_for = url_for
+        self._max_context_bytes = max_context_bytes
         self._items = items
         self._concurrency = concurrency
         self._max_pending = max_pending
@@ -287,7 +289,7 @@ class _Engine:
         try:
             request = as_request(raw)
             session_id = check_session_id(request.session_id)
-            body = encode_inject_body(check_context(request.context))
+            body = encode_inject_body(check_context(request.context), self._max_context_bytes)
         except ClientValidationError as exc:
             self.failed += 1
             self.invalid += 1
@@ -318,6 +320,7 @@ class _Engine:
                     timeout=self._timeout,
                     policy=self._policy,
                     gate=_ItemGate(self.flow, item),
+                    already_maybe_applied=item.request.may_have_been_applied,
                 )
             except OsviError as exc:
                 error = exc

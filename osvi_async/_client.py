@@ -14,6 +14,7 @@ from osvi_async._config import (
     DEFAULT_CIRCUIT_BREAKER,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_RETRY_BUDGET,
     DEFAULT_TIMEOUT,
     CircuitBreaker,
@@ -75,10 +76,12 @@ class OsviClient:
         max_connections: Most connections open at once; further requests wait for a free one.
         session: An aiohttp `ClientSession` of your own to send requests through. It is used as
             is (its connector limits apply, not `max_connections`) and never closed by us.
+        max_context_bytes: Largest context, in UTF-8 bytes, that is sent at all; a larger one
+            is a `ClientValidationError` before anything is uploaded. 1 MiB by default.
 
     Raises:
-        ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout` or
-            `max_connections`.
+        ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout`,
+            `max_connections` or `max_context_bytes`.
     """
 
     __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_transport")
@@ -92,6 +95,7 @@ class OsviClient:
         retry: RetryPolicy | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         session: aiohttp.ClientSession | None = None,
+        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     ) -> None:
         # Set first so that __del__ works even if validation below raises.
         self._owns_transport = False
@@ -103,6 +107,7 @@ class OsviClient:
             timeout=timeout,
             retry=retry,
             max_connections=max_connections,
+            max_context_bytes=max_context_bytes,
         )
         self._transport = Transport(
             api_token=self._config.api_token,
@@ -126,6 +131,11 @@ class OsviClient:
     def retry(self) -> RetryPolicy:
         """The default retry policy."""
         return self._config.retry
+
+    @property
+    def max_context_bytes(self) -> int:
+        """Largest context, in UTF-8 bytes, that is sent."""
+        return self._config.max_context_bytes
 
     @property
     def closed(self) -> bool:
@@ -197,6 +207,7 @@ class OsviClient:
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        may_have_been_applied: bool = False,
     ) -> InjectContextResult:
         """Append one free-text entry to a chat session's context.
 
@@ -208,6 +219,9 @@ class OsviClient:
             context: The text to append; must contain something other than whitespace.
             timeout: Seconds for each HTTP attempt; defaults to the client's `timeout`.
             retry: Retry policy for this call; defaults to the client's `retry`.
+            may_have_been_applied: Set when resending an entry whose earlier call failed with
+                `error.may_have_been_applied`: the result is then flagged
+                `possible_duplicate` unless the returned bucket rules a duplicate out.
 
         Returns:
             The session's context bucket after the append, and how many attempts it took.
@@ -223,7 +237,7 @@ class OsviClient:
         if self._transport.closed:
             raise closed_client_error()
         session_id = check_session_id(session_id)
-        body = encode_inject_body(check_context(context))
+        body = encode_inject_body(check_context(context), self._config.max_context_bytes)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
         if retry is not None:
             _check_retry(retry)
@@ -236,6 +250,7 @@ class OsviClient:
             context=context,
             timeout=attempt_timeout,
             policy=policy,
+            already_maybe_applied=may_have_been_applied,
         )
 
     def inject_many(
@@ -304,6 +319,7 @@ class OsviClient:
         engine = _Engine(
             transport=self._transport,
             url_for=self._inject_url,
+            max_context_bytes=self._config.max_context_bytes,
             items=items,
             concurrency=concurrency,
             max_pending=max_pending,

@@ -32,6 +32,8 @@ DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_MAX_CONNECTIONS: Final = 100
 #: Real answers are a few hundred bytes; anything past this is a broken or hostile server.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+#: Largest context, in UTF-8 bytes, sent at all: a bigger one is refused before the upload.
+DEFAULT_MAX_CONTEXT_BYTES: Final = 1_048_576
 #: 408 Request Timeout, 429 Too Many Requests, 502 engine failure, 503 and 504 from the edge.
 DEFAULT_RETRY_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
 
@@ -158,6 +160,9 @@ class ClientConfig:
     max_response_bytes: int = attrs.field(
         default=DEFAULT_MAX_RESPONSE_BYTES, validator=attrs.validators.ge(1024)
     )
+    max_context_bytes: int = attrs.field(
+        default=DEFAULT_MAX_CONTEXT_BYTES, validator=attrs.validators.ge(1)
+    )
 
     @classmethod
     def resolve(
@@ -168,6 +173,7 @@ class ClientConfig:
         timeout: float,
         retry: RetryPolicy | None,
         max_connections: int,
+        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     ) -> ClientConfig:
         """Build a config from constructor arguments, falling back to the environment."""
         return cls(
@@ -176,6 +182,7 @@ class ClientConfig:
             timeout=timeout,
             retry=retry if retry is not None else RetryPolicy(),
             max_connections=check_positive_int("max_connections", max_connections),
+            max_context_bytes=check_positive_int("max_context_bytes", max_context_bytes),
         )
 
 

@@ -24,6 +24,7 @@ from osvi_async.errors import (
     EngineRejectedError,
     NotFoundError,
     RateLimitError,
+    RequestTooLargeError,
     ResponseDecodeError,
     ServerError,
 )
@@ -37,6 +38,7 @@ _STATUS_CLASSES: Final[dict[int, type[APIStatusError]]] = {
     400: BadRequestError,
     401: AuthenticationError,
     404: NotFoundError,
+    413: RequestTooLargeError,
     429: RateLimitError,
 }
 
@@ -44,6 +46,7 @@ _HINTS: Final[dict[type[APIStatusError], str]] = {
     BadRequestError: "the API refused the request body; fix the input, retrying will not help",
     AuthenticationError: "check the API token (OSVI dashboard, Settings -> API)",
     NotFoundError: "no such session, or it was closed; open a new session and use its id",
+    RequestTooLargeError: "the server refused the body as too large; shorten the context",
     RateLimitError: "too many requests; slow down or lower the concurrency",
     EngineError: "the chat engine failed; this is usually transient",
     EngineRejectedError: "the chat engine refused this request; retrying will not help",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
@@ -26,6 +26,9 @@ from osvi_async._retry import (
 from osvi_async._transport import Transport
 from osvi_async.errors import APITimeoutError, OsviError
 from osvi_async.models import InjectContextResult
+
+BUCKET_SIZE: Final = 5
+"""Entries a session keeps (FIFO); appending a sixth drops the oldest."""
 
 
 class AttemptGate(Protocol):
@@ -59,8 +62,13 @@ async def send_inject_context(
     timeout: float,
     policy: RetryPolicy,
     gate: AttemptGate | None = None,
+    already_maybe_applied: bool = False,
 ) -> InjectContextResult:
-    """POST one inject_context request, with retries, and return the decoded result."""
+    """POST one inject_context request, with retries, and return the decoded result.
+
+    `already_maybe_applied` says an earlier send of the same entry (an earlier call or run)
+    may have applied it: the call then starts as if after an ambiguous attempt.
+    """
     started = time.monotonic()
     # The common case (no gate, no deadline) sends the first attempt flat: no closure, one
     # coroutine frame less. The attempt function is built only when it is needed.
@@ -69,18 +77,25 @@ async def send_inject_context(
         attempt = _attempts(transport, url, body, session_id, timeout, policy, started, gate)
     try:
         if attempt is None:
-            return await _attempt_once(
+            result = await _attempt_once(
                 transport, url, body, session_id=session_id, timeout=timeout, number=1
             )
-        return await attempt(1)
+        else:
+            result = await attempt(1)
     except OsviError as first_error:
         if policy.max_retries == 0 or not is_retryable(policy, first_error):
-            first_error.may_have_been_applied = may_have_been_applied(first_error)
+            first_error.may_have_been_applied = already_maybe_applied or may_have_been_applied(
+                first_error
+            )
             raise
         failure = first_error
+    else:
+        if already_maybe_applied:
+            return _flag_possible_duplicate(result, context)
+        return result
     if attempt is None:
         attempt = _attempts(transport, url, body, session_id, timeout, policy, started, None)
-    ambiguous = False
+    ambiguous = already_maybe_applied
 
     def note(error: OsviError) -> None:
         nonlocal ambiguous
@@ -100,14 +115,29 @@ async def send_inject_context(
         # The last error describes the last attempt; an earlier one may have applied it.
         last_error.may_have_been_applied = ambiguous or may_have_been_applied(last_error)
         raise
-    if ambiguous and result.context[-2:] == (context, context):
-        logger.warning(
-            "inject_context for session %s: an earlier attempt may have been applied and the "
-            "bucket now ends with the entry twice; it was probably appended twice",
-            session_id,
-        )
-        return attrs.evolve(result, possible_duplicate=True)
+    if ambiguous:
+        return _flag_possible_duplicate(result, context)
     return result
+
+
+def _flag_possible_duplicate(result: InjectContextResult, context: str) -> InjectContextResult:
+    """After an attempt that may have applied the entry, flag the result unless the bucket
+    rules a duplicate out.
+
+    Only a bucket that is not full (so nothing has scrolled out of it yet) and holds the entry
+    exactly once proves that it was applied once. Anything else (the entry twice anywhere,
+    however many other writers came in between; a full bucket, from which an earlier copy may
+    have dropped; a bucket without the entry) cannot rule a duplicate out.
+    """
+    bucket = result.context
+    if len(bucket) < BUCKET_SIZE and bucket.count(context) == 1:
+        return result
+    logger.warning(
+        "inject_context for session %s: an earlier attempt may have been applied and the "
+        "bucket cannot rule out that the entry was appended twice (possible_duplicate)",
+        result.session_id,
+    )
+    return attrs.evolve(result, possible_duplicate=True)
 
 
 def _attempts(  # noqa: PLR0917 - private; mirrors send_inject_context's arguments

@@ -46,15 +46,24 @@ def check_context(context: object) -> str:
     return context
 
 
-def encode_inject_body(context: str) -> bytes:
-    """Encode the request body; lone surrogates, which UTF-8 cannot carry, are a usage error."""
+def encode_inject_body(context: str, max_context_bytes: int) -> bytes:
+    """Encode the request body, refusing a context over `max_context_bytes` UTF-8 bytes.
+
+    Lone surrogates, which UTF-8 cannot carry, are a usage error too. The size is checked on
+    the text before JSON escaping, as the user counts it.
+    """
     try:
-        return _json.dumps({"context": context})
+        size = len(context.encode("utf-8"))
     except UnicodeEncodeError as exc:
         index = next(i for i, ch in enumerate(context) if "\ud800" <= ch <= "\udfff")
         raise ClientValidationError(
             f"context is not valid Unicode text (unpaired surrogate at index {index})"
         ) from exc
+    if size > max_context_bytes:
+        raise ClientValidationError(
+            f"context is {size} bytes of UTF-8, more than max_context_bytes={max_context_bytes}"
+        )
+    return _json.dumps({"context": context})
 
 
 def check_api_token(token: object, *, env_var: str) -> str:

@@ -6,17 +6,20 @@ Catch `OsviError` to handle anything the SDK can raise; catch a leaf to act on o
     ├── ClientValidationError (also ValueError)   bad input, caught before any byte is sent
     ├── ClientClosedError                         the client was used after close()
     ├── APIConnectionError                        no HTTP answer came back
-    │   └── APITimeoutError                       ... because a timeout ran out
+    │   ├── APITimeoutError                       ... because a timeout ran out
+    │   └── TLSHandshakeError                     ... because TLS failed: never retried
     ├── APIStatusError                            the API answered with an error status
     │   ├── BadRequestError          400
     │   ├── AuthenticationError      401
     │   ├── NotFoundError            404
+    │   ├── RequestTooLargeError     413  never retried
     │   ├── RateLimitError           429
     │   ├── EngineError              502  the upstream chat engine failed
     │   │   └── EngineRejectedError       ... and refused this request: never retried
     │   └── ServerError              other 5xx
     ├── ResponseDecodeError                       a success status with a body we cannot read
     ├── CircuitOpenError                          a bulk run stopped sending: the API kept failing
+    ├── ItemHeldError                             a bulk item held back to keep its session in order
     └── RunStoppedError                           a bulk run was closed before this item finished
 
 `APIConnectionError.request_sent` separates "never connected" (the entry certainly was not
@@ -43,12 +46,15 @@ __all__ = [
     "ClientValidationError",
     "EngineError",
     "EngineRejectedError",
+    "ItemHeldError",
     "NotFoundError",
     "OsviError",
     "RateLimitError",
+    "RequestTooLargeError",
     "ResponseDecodeError",
     "RunStoppedError",
     "ServerError",
+    "TLSHandshakeError",
 ]
 
 
@@ -116,6 +122,15 @@ class APITimeoutError(APIConnectionError):
     """No response arrived within the timeout (per attempt, or the retry policy's deadline)."""
 
 
+class TLSHandshakeError(APIConnectionError):
+    """The TLS handshake failed: the certificate is not trusted, or the port does not speak TLS.
+
+    Nothing was sent (`request_sent` is False), and it is never retried: the same handshake
+    would fail the same way. Check `base_url` (an `https://` URL pointing at a plain-HTTP port
+    fails like this) and the certificate store.
+    """
+
+
 class APIStatusError(OsviError):
     """The API answered with a non-success HTTP status.
 
@@ -164,6 +179,14 @@ class AuthenticationError(APIStatusError):
 
 class NotFoundError(APIStatusError):
     """404: no such session (`session_not_found`): the id is wrong or the session was closed."""
+
+
+class RequestTooLargeError(APIStatusError):
+    """413: the server refused the body as too large. Never retried; shorten the context.
+
+    The client refuses a context longer than `max_context_bytes` before sending it, so this
+    comes only from a server whose limit is lower than the client's.
+    """
 
 
 class RateLimitError(APIStatusError):
@@ -246,6 +269,25 @@ class CircuitOpenError(OsviError):
     entry was not applied by the attempt that was refused; earlier attempts of the same item,
     if any, are reported in `attempts`.
     """
+
+
+class ItemHeldError(OsviError):
+    """A bulk item was not sent because an earlier item of its session did not succeed.
+
+    Sending it anyway would put the session's entries out of input order. It was certainly not
+    applied by this run (`may_have_been_applied` is True only when the request says an earlier
+    run may have applied it). Send it again, after the item it waits for, for example with
+    `osvi-async bulk --resume`.
+
+    Attributes:
+        waiting_for: The input index of the earlier item of the same session that failed.
+    """
+
+    waiting_for: int
+
+    def __init__(self, message: str, *, waiting_for: int) -> None:
+        super().__init__(message, attempts=0)
+        self.waiting_for = waiting_for
 
 
 class RunStoppedError(OsviError):

@@ -38,10 +38,20 @@ class InjectRequest:
     """One entry for `OsviClient.inject_many`: append `context` to session `session_id`.
 
     A plain `(session_id, context)` tuple is accepted wherever a request is.
+
+    Attributes:
+        session_id: The chat session UUID.
+        context: The text to append.
+        may_have_been_applied: Set when this is a resend of an entry whose earlier send may
+            have been applied (an earlier run was stopped or killed while it was in flight, or
+            it failed with `error.may_have_been_applied`). The send is then treated like a
+            retry after an ambiguous attempt: the result is flagged `possible_duplicate`
+            unless the returned bucket rules a duplicate out.
     """
 
     session_id: str
     context: str
+    may_have_been_applied: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -75,8 +85,8 @@ class InjectOutcome:
 class BulkSummary:
     """Counts for a bulk run, so far or at its end (`BulkRun.summary`).
 
-    Every item pulled from the input is counted exactly once in `succeeded + failed`,
-    or, if the run was stopped early, in `not_sent` or `interrupted`.
+    Every item pulled from the input is counted exactly once: in `succeeded`, `failed` or
+    `held`, or, if the run was stopped early, in `not_sent` or `interrupted`.
 
     Attributes:
         items: Items pulled from the input so far.
@@ -89,6 +99,8 @@ class BulkSummary:
         not_sent: Items pulled but never sent because the run was stopped early.
         interrupted: Items in flight when the run was stopped; they may have been applied.
         elapsed: Seconds since the run started.
+        held: Items not sent because an earlier item of their session failed in a way a
+            later attempt could fix (`ItemHeldError`); certainly not applied by this run.
     """
 
     items: int
@@ -101,6 +113,7 @@ class BulkSummary:
     not_sent: int
     interrupted: int
     elapsed: float
+    held: int = 0
 
     @property
     def throughput(self) -> float:

@@ -33,7 +33,7 @@ async def test_retry_after_ambiguous_failure_is_flagged(
     assert osvi_emulator.applied(session) == ("summary", "summary")
     assert result.possible_duplicate is True
     assert result.attempts == 2
-    assert "probably appended twice" in caplog.text
+    assert "cannot rule out that the entry was appended twice" in caplog.text
 
 
 async def test_unreachable_engine_is_certainly_not_applied(osvi_emulator: OsviEmulator) -> None:

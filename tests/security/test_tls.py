@@ -76,5 +76,6 @@ def test_no_option_turns_verification_off() -> None:
         "timeout",
         "retry",
         "max_connections",
+        "max_context_bytes",
         "session",
     }
