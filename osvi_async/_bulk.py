@@ -12,111 +12,50 @@ How a run is laid out:
   shared `FlowControl`); when one finishes, the next item of its lane becomes ready;
 - outcomes reach the caller through an unbounded queue, bounded in practice by `max_pending`.
 
-Stopping early (the caller breaks out, or cancels) cancels the tasks; every item that was
-pulled but not handed over becomes part of `BulkRun.leftovers`, so nothing goes unaccounted.
+When an item fails in a way a later attempt could fix, its lane is *blocked* for the rest of
+the run (with `hold_on_failure`): the lane's queued items, and any pulled later, are *held*
+(`ItemHeldError`), never sent, so a resume can send the session's remaining entries in order.
+
+Stopping: `drain()` stops pulling, ends queued items and waits (circuit, backoff) at once
+and lets attempts on the wire finish within a grace period; `stop()` (the caller breaks out,
+closes or cancels) cancels the tasks at once. Either way every item that was pulled but not
+handed over becomes part of `BulkRun.leftovers`, so nothing goes unaccounted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from types import AsyncGeneratorType, TracebackType
 from typing import Final, Self, cast
 
+import attrs
+
 from osvi_async._config import RetryPolicy
 from osvi_async._flow import FlowControl
-from osvi_async._retry import may_have_been_applied
+from osvi_async._lanes import (
+    InjectItem,
+    Item,
+    ItemGate,
+    OnSend,
+    StopSignal,
+    as_request,
+    held_outcome,
+    refused_for_good,
+    stopped_outcome,
+)
 from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport
 from osvi_async._validation import check_context, check_session_id, encode_inject_body
 from osvi_async.errors import ClientValidationError, OsviError, RunStoppedError
 from osvi_async.models import BulkSummary, InjectContextResult, InjectOutcome, InjectRequest
 
-InjectItem = InjectRequest | tuple[str, str]
-"""What `inject_many` accepts per item."""
+__all__ = ["BulkRun", "InjectItem", "as_request", "refused_for_good"]
 
 _END: Final = object()
-
-
-class _Item:
-    """An item that passed the checks and waits in a lane, is ready, or is in flight."""
-
-    __slots__ = (
-        "attempts_started",
-        "body",
-        "index",
-        "lane",
-        "maybe_applied",
-        "on_the_wire",
-        "request",
-        "session_id",
-        "url",
-    )
-
-    def __init__(self, index: int, request: InjectRequest, url: str, body: bytes) -> None:
-        self.index = index
-        self.request = request
-        self.session_id = request.session_id
-        # UUIDs are case-insensitive: two spellings of one session share one lane.
-        self.lane = request.session_id.lower()
-        self.url = url
-        self.body = body
-        self.attempts_started = 0
-        self.on_the_wire = False  # an attempt was let through and has not ended yet
-        self.maybe_applied = False  # an ended attempt may have applied the entry
-
-
-class _ItemGate:
-    """The run's flow control, seen by one item: it also notes which attempts went out."""
-
-    __slots__ = ("_flow", "_item")
-
-    def __init__(self, flow: FlowControl, item: _Item) -> None:
-        self._flow = flow
-        self._item = item
-
-    def ready(self, number: int) -> bool:
-        if self._flow.ready(number):
-            self._started(number)
-            return True
-        return False
-
-    async def wait(self, number: int) -> None:
-        await self._flow.wait(number)
-        self._started(number)
-
-    def _started(self, number: int) -> None:
-        self._item.attempts_started = number
-        self._item.on_the_wire = True
-
-    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
-        self._item.on_the_wire = False
-        if error is not None and may_have_been_applied(error):
-            self._item.maybe_applied = True
-        self._flow.after_attempt(error, outage=outage)
-
-    def attempt_abandoned(self) -> None:
-        # Called when an attempt was cancelled mid-send (a stop snapshots the item before
-        # that, while it is still on the wire) or was never sent (the deadline passed).
-        self._item.on_the_wire = False
-        self._flow.attempt_abandoned()
-
-    def allow_retry(self) -> bool:
-        return self._flow.allow_retry()
-
-
-def as_request(raw: object) -> InjectRequest:
-    """Read one input item as an InjectRequest, or raise ClientValidationError."""
-    if isinstance(raw, InjectRequest):
-        return raw
-    if isinstance(raw, tuple) and len(raw) == 2:
-        return InjectRequest(session_id=raw[0], context=raw[1])
-    raise ClientValidationError(
-        f"each item must be an InjectRequest or a (session_id, context) tuple, "
-        f"got {type(raw).__name__}"
-    )
 
 
 class _Engine:
@@ -134,6 +73,8 @@ class _Engine:
         timeout: float,
         policy: RetryPolicy,
         flow: FlowControl,
+        hold_on_failure: bool = True,
+        on_send: OnSend | None = None,
     ) -> None:
         self._transport = transport
         self._url_for = url_for
@@ -146,14 +87,25 @@ class _Engine:
         # item.
         self._refill_below = max_pending - max(1, max_pending // 4)
         self._timeout = timeout
-        self._policy = policy
+        self._signal = StopSignal()
+        # A backoff sleep (the policy's own, a test's fake included) ends at once on a drain.
+        self._policy = attrs.evolve(policy, sleep=self._signal.sleeper(policy.sleep))
         self.flow = flow
-        self._lanes: dict[str, deque[_Item]] = {}
-        self._ready: asyncio.Queue[_Item] = asyncio.Queue()
+        self._hold = hold_on_failure
+        self._on_send = on_send
+        self._lanes: dict[str, deque[Item]] = {}
+        # Lanes whose session is held, with the index of the item that failed: one entry per
+        # distinct blocked session.
+        self._blocked: dict[str, int] = {}
+        self._ready: asyncio.Queue[Item] = asyncio.Queue()
         self._outcomes: asyncio.Queue[InjectOutcome | object] = asyncio.Queue()
-        self._in_flight: dict[int, _Item] = {}
+        self._in_flight: dict[int, Item] = {}
+        self._stopped: list[InjectOutcome] = []  # RunStoppedError outcomes, for leftovers
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._grace_ends = math.inf
         self._input_error: BaseException | None = None
         self._input_exhausted = False
         self._pulled = 0
@@ -162,8 +114,10 @@ class _Engine:
         self._started = 0.0
         self._stopped_at: float | None = None
         self._halted = False
+        self.draining = False
         self.succeeded = 0
         self.failed = 0
+        self.held = 0
         self.invalid = 0
         self.retries = 0
         self.possible_duplicates = 0
@@ -171,14 +125,9 @@ class _Engine:
 
     def summary(self) -> BulkSummary:
         """The counters now."""
-        not_sent = sum(
-            1
-            for outcome in self.leftovers
-            if isinstance(outcome.error, RunStoppedError) and not outcome.error.request_sent
-        )
         interrupted = sum(
             1
-            for outcome in self.leftovers
+            for outcome in self._stopped
             if isinstance(outcome.error, RunStoppedError) and outcome.error.request_sent
         )
         end = self._stopped_at if self._stopped_at is not None else time.monotonic()
@@ -186,11 +135,12 @@ class _Engine:
             items=self._pulled,
             succeeded=self.succeeded,
             failed=self.failed,
+            held=self.held,
             invalid=self.invalid,
             retries=self.retries,
             retries_refused=self.flow.retries_refused,
             possible_duplicates=self.possible_duplicates,
-            not_sent=not_sent,
+            not_sent=len(self._stopped) - interrupted,
             interrupted=interrupted,
             elapsed=end - self._started if self._started else 0.0,
         )
@@ -198,6 +148,10 @@ class _Engine:
     async def run(self) -> AsyncGenerator[InjectOutcome, None]:
         """Start the tasks and yield outcomes as they finish; clean up however it ends."""
         self._started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        if self.draining:  # drained before the first item was asked for: pull nothing
+            await self.stop()
+            return
         self._tasks.append(asyncio.create_task(self._feed(), name="osvi-bulk-feeder"))
         self._tasks.extend(
             asyncio.create_task(self._work(), name=f"osvi-bulk-worker-{number}")
@@ -217,34 +171,82 @@ class _Engine:
         finally:
             await self.stop()
 
+    def drain(self, grace: float) -> None:
+        """Stop gracefully: pull no more, start no attempt, give those on the wire `grace` s.
+
+        Plain (no await), so a signal handler can call it. Calling it again with a shorter
+        grace shortens the wait; `drain(0)` stops at once.
+        """
+        if self._halted:
+            return
+        if not self.draining:
+            self.draining = True
+            self._signal.stop()  # ends waits for the circuit, a rate slot or a backoff
+            if self._tasks:
+                self._tasks[0].cancel()  # the feeder: pull nothing more
+            self._input_exhausted = True
+            for item in self._take_queued():
+                self._stopped.append(stopped_outcome(item))
+                self._unfinished -= 1
+            if self._unfinished == 0:
+                self._outcomes.put_nowait(_END)
+        if self._loop is None:
+            return  # not started: `run` ends at once
+        ends = self._loop.time() + grace
+        if ends >= self._grace_ends:
+            return
+        self._grace_ends = ends
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        if grace <= 0:
+            self._halt()
+        else:
+            self._grace_timer = self._loop.call_later(grace, self._halt)
+
     async def stop(self) -> None:
-        """Stop the run (idempotent) and wait for its tasks to end.
+        """Stop the run at once (idempotent) and wait for its tasks to end.
 
         Everything the caller needs (leftovers, counts) is settled before the first await,
         so a second cancellation while waiting cannot lose it.
         """
         self._halt()
+        unhanded = _drain_outcomes(self._outcomes)  # finished, never handed to the caller
+        if unhanded:
+            self.leftovers = _by_index([*self.leftovers, *unhanded])
+        self._outcomes.put_nowait(_END)  # wakes a consumer waiting in another task
         tasks, self._tasks = self._tasks, []
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _halt(self) -> None:
+        """Cancel everything; items still in flight or queued become stopped leftovers.
+
+        Outcomes already finished stay queued for the caller (a drain's grace running out
+        ends the iteration after them); `stop` hands back any the caller will not take.
+        """
         if self._halted:
             return
         self._halted = True
+        self._signal.stopping = True
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         for task in self._tasks:
             task.cancel()  # takes effect at each task's next step; nothing moves before that
         self._stopped_at = time.monotonic()
-        leftovers = _drain_outcomes(self._outcomes)
-        leftovers.extend(_stopped(item) for item in self._in_flight.values())
-        queued = _drain_items(self._ready)
+        self._stopped.extend(stopped_outcome(item) for item in self._in_flight.values())
+        self._in_flight.clear()
+        self._stopped.extend(stopped_outcome(item) for item in self._take_queued())
+        self._lanes.clear()
+        self.leftovers = _by_index(self._stopped)
+        self._outcomes.put_nowait(_END)
+
+    def _take_queued(self) -> list[Item]:
+        """Every item waiting in the ready queue or a lane, taken out; lanes stay open."""
+        queued = [self._ready.get_nowait() for _ in range(self._ready.qsize())]
         for lane in self._lanes.values():
             queued.extend(lane)
-        leftovers.extend(_stopped(item) for item in queued)
-        self._in_flight.clear()
-        self._lanes.clear()
-        self.leftovers = tuple(sorted(leftovers, key=lambda outcome: outcome.index))
-        self._outcomes.put_nowait(_END)  # wakes a consumer waiting in another task
+            lane.clear()
+        return queued
 
     async def _feed(self) -> None:
         # Room is checked *before* an item is pulled, so stopping never strands one that was
@@ -252,7 +254,7 @@ class _Engine:
         try:
             if isinstance(self._items, AsyncIterable):
                 async_items = aiter(self._items)
-                while True:
+                while not self.draining:
                     if self._open >= self._max_pending:
                         await self._wait_for_room()
                     try:
@@ -262,7 +264,7 @@ class _Engine:
                     self._admit(raw)
             else:
                 items = iter(self._items)
-                while True:
+                while not self.draining:
                     if self._open >= self._max_pending:
                         await self._wait_for_room()
                     try:
@@ -272,6 +274,8 @@ class _Engine:
                     self._admit(raw)
         except Exception as exc:
             self._input_error = exc
+        if self.draining:
+            return  # the drain ended the input and ends the run
         self._input_exhausted = True
         if self._unfinished == 0:
             self._outcomes.put_nowait(_END)
@@ -295,7 +299,16 @@ class _Engine:
             self.invalid += 1
             self._outcomes.put_nowait(InjectOutcome(index, request, ok=False, error=exc))
             return
-        item = _Item(index, request, self._url_for(session_id), body)
+        item = Item(index, request, self._url_for(session_id), body)
+        if self.draining:  # pulled as the drain began (the input itself drained the run)
+            self._stopped.append(stopped_outcome(item))
+            return
+        if self._blocked:
+            waiting_for = self._blocked.get(item.lane)
+            if waiting_for is not None:
+                self.held += 1
+                self._outcomes.put_nowait(held_outcome(index, request, waiting_for))
+                return
         self._unfinished += 1
         lane = self._lanes.get(item.lane)
         if lane is None:
@@ -319,7 +332,7 @@ class _Engine:
                     context=item.request.context,
                     timeout=self._timeout,
                     policy=self._policy,
-                    gate=_ItemGate(self.flow, item),
+                    gate=ItemGate(self.flow, self._signal, self._on_send, item),
                     already_maybe_applied=item.request.may_have_been_applied,
                 )
             except OsviError as exc:
@@ -329,56 +342,57 @@ class _Engine:
                     f"Unexpected {type(exc).__name__} while sending: {exc}",
                     attempts=item.attempts_started,
                 )
-                error.may_have_been_applied = item.maybe_applied or item.on_the_wire
+                error.may_have_been_applied = (
+                    item.maybe_applied or item.on_the_wire or item.request.may_have_been_applied
+                )
                 error.__cause__ = exc
-            del self._in_flight[item.index]
+            if self._in_flight.pop(item.index, None) is None:
+                return  # the run was stopped meanwhile, and that stop accounted for the item
             self._finish(item, result, error)
 
     def _finish(
-        self, item: _Item, result: InjectContextResult | None, error: OsviError | None
+        self, item: Item, result: InjectContextResult | None, error: OsviError | None
     ) -> None:
-        lane = self._lanes[item.lane]
-        if lane:
-            self._ready.put_nowait(lane.popleft())
-        else:
-            del self._lanes[item.lane]
+        lanes = self._lanes
+        lane = lanes.get(item.lane)
         if result is not None:
             self.succeeded += 1
             self.retries += result.attempts - 1
             self.possible_duplicates += result.possible_duplicate
             outcome = InjectOutcome(item.index, item.request, ok=True, result=result)
+            self._outcomes.put_nowait(outcome)
+        elif isinstance(error, RunStoppedError):  # a drain ended its wait for an attempt
+            self.retries += max(0, item.attempts_started - 1)
+            maybe = error.may_have_been_applied
+            self._stopped.append(stopped_outcome(item, maybe_applied=maybe))
         else:
             self.failed += 1
             self.retries += max(0, (error.attempts if error is not None else 0) - 1)
             outcome = InjectOutcome(item.index, item.request, ok=False, error=error)
-        self._outcomes.put_nowait(outcome)
+            self._outcomes.put_nowait(outcome)
+            if self._hold and (error is None or not refused_for_good(error)):
+                # Later items of this session would overtake this one: hold them all.
+                self._blocked[item.lane] = item.index
+                if lane:
+                    self._hold_lane(lane, item.index)
+                lane = None
+        if lane:
+            self._ready.put_nowait(lane.popleft())
+        else:
+            lanes.pop(item.lane, None)
         self._unfinished -= 1
         if self._input_exhausted and self._unfinished == 0:
             self._outcomes.put_nowait(_END)
 
-
-def _stopped(item: _Item) -> InjectOutcome:
-    """The outcome of an item the run was stopped before finishing."""
-    attempts = item.attempts_started
-    maybe = item.on_the_wire or item.maybe_applied
-    if maybe:
-        message = (
-            f"The run was stopped during attempt {attempts} of this item; it may have been applied"
-        )
-    elif attempts:
-        message = (
-            f"The run was stopped after {attempts} attempt(s) of this item, none of which "
-            "applied it"
-        )
-    else:
-        message = "The run was stopped before this item was sent; it was not applied"
-    error = RunStoppedError(message, request_sent=maybe, attempts=attempts)
-    error.may_have_been_applied = maybe
-    return InjectOutcome(item.index, item.request, ok=False, error=error)
+    def _hold_lane(self, lane: deque[Item], waiting_for: int) -> None:
+        for held in lane:
+            self.held += 1
+            self._unfinished -= 1
+            self._outcomes.put_nowait(held_outcome(held.index, held.request, waiting_for))
 
 
-def _drain_items(queue: asyncio.Queue[_Item]) -> list[_Item]:
-    return [queue.get_nowait() for _ in range(queue.qsize())]
+def _by_index(outcomes: list[InjectOutcome]) -> tuple[InjectOutcome, ...]:
+    return tuple(sorted(outcomes, key=lambda outcome: outcome.index))
 
 
 def _drain_outcomes(queue: asyncio.Queue[InjectOutcome | object]) -> list[InjectOutcome]:
@@ -425,6 +439,40 @@ class BulkRun:
         else:
             await self._outcomes.aclose()
 
+    def drain(self, grace: float = 10.0) -> None:
+        """Stop gracefully: let requests on the wire finish, send nothing more.
+
+        The run stops pulling input; items not yet sent (queued, or waiting for the circuit,
+        a rate-limit slot or a backoff sleep) end at once in `leftovers` as `RunStoppedError`,
+        and no new attempt or retry starts. Attempts already on the wire get up to `grace`
+        seconds to finish; their outcomes are yielded as usual, then the iteration ends
+        normally. Those still unfinished when the grace runs out are cancelled and go to
+        `leftovers` as `RunStoppedError(request_sent=True)` (they may have been applied).
+
+        A plain method (no await), so it can be called from any task on the run's loop or
+        from a signal handler installed with `loop.add_signal_handler`::
+
+            loop.add_signal_handler(signal.SIGTERM, run.drain)
+
+        Calling it again with a shorter grace shortens the wait; `drain(0)` stops at once,
+        like `aclose()` but leaving the iteration to end by itself. A drain before the
+        first item was asked for ends the run with nothing pulled.
+
+        Args:
+            grace: Seconds attempts on the wire may take to finish; 0 or more.
+
+        Raises:
+            ClientValidationError: `grace` is negative or not a number.
+        """
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0:
+            raise ClientValidationError(f"grace must be a number of seconds >= 0, got {grace!r}")
+        self._engine.drain(float(grace))
+
+    @property
+    def draining(self) -> bool:
+        """True once `drain()` was called."""
+        return self._engine.draining
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -448,7 +496,9 @@ class BulkRun:
         Items still queued fail with `RunStoppedError(request_sent=False)`; items in flight
         with `RunStoppedError(request_sent=True)`; items that had finished but were not yet
         handed over keep their real outcome. Items after `summary.items` were never pulled
-        from the input. Empty after a run that was iterated to the end.
+        from the input. Empty after a run that was iterated to the end without a `drain()`;
+        after a drain, it holds the items the drain did not let start (or finish in time).
+        Held items (`ItemHeldError`) are not here: they are yielded like any outcome.
         """
         return self._engine.leftovers
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -264,6 +264,8 @@ class OsviClient:
         retry_budget: RetryBudget | None = DEFAULT_RETRY_BUDGET,
         circuit_breaker: CircuitBreaker | None = DEFAULT_CIRCUIT_BREAKER,
         max_pending: int | None = None,
+        hold_on_failure: bool = True,
+        on_send: Callable[[int], None] | None = None,
     ) -> BulkRun:
         """Inject many entries concurrently; yields one `InjectOutcome` per item as each ends.
 
@@ -273,6 +275,10 @@ class OsviClient:
           outcome, never an exception that ends the run;
         - entries for one session are sent one at a time, in input order; different sessions
           proceed in parallel, so a slow or retrying session delays only itself;
+        - when an item fails in a way a later attempt could fix (not a 400, 404, an engine
+          refusal ...), the later items of its session are *held*: not sent, yielded with
+          `ItemHeldError(waiting_for=<its index>)`, so that resending them after it keeps the
+          session in input order (`hold_on_failure=False` sends them anyway);
         - at most `concurrency` requests in flight, and at most `max_pending` items pulled
           from the input and not yet handed to you, so memory does not grow with the input
           (a generator of millions of items is fine);
@@ -298,9 +304,16 @@ class OsviClient:
             circuit_breaker: When to pause sending during an outage; None to never pause.
             max_pending: Most items pulled and not yet handed over; default `4 * concurrency`,
                 at least 256.
+            hold_on_failure: Hold a session's later items once one of its items failed in a
+                way a later attempt could fix (the default); False sends them regardless of
+                order.
+            on_send: Called with an item's index, synchronously, right before its first
+                attempt goes out (after any flow-control wait); for recording intent. If it
+                raises, the item fails unsent. Not called for held or invalid items.
 
         Returns:
-            A `BulkRun`: iterate it for outcomes, then read `summary` and `leftovers`.
+            A `BulkRun`: iterate it for outcomes, then read `summary` and `leftovers`;
+            `run.drain()` stops it gracefully.
 
         Raises:
             ClientValidationError: An argument is invalid (raised here, before anything runs).
@@ -316,6 +329,10 @@ class OsviClient:
             rate_limit = check_rate(rate_limit)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
         _check_retry(retry)
+        if on_send is not None and not callable(on_send):
+            raise ClientValidationError(
+                f"on_send must be a callable or None, got {type(on_send).__name__}"
+            )
         engine = _Engine(
             transport=self._transport,
             url_for=self._inject_url,
@@ -331,6 +348,8 @@ class OsviClient:
                 breaker=circuit_breaker,
                 rate_limit=rate_limit,
             ),
+            hold_on_failure=bool(hold_on_failure),
+            on_send=on_send,
         )
         return BulkRun(engine)
 

@@ -9,8 +9,9 @@ those facts against what the client reported:
 - an item applied more than once was warned of: ok with `possible_duplicate=True`, or failed
   with an error that says it may have been applied (else *unflagged*);
 - an item reported failed with an error that certainly did not apply (docs/retries.md,
-  docs/errors.md) was not applied (else *misreported*);
-- each session's entries were applied in input order;
+  docs/errors.md) was not applied (else *misreported*); a held item (`ItemHeldError`) in
+  particular was never applied;
+- each session's entries were applied in input order (holding keeps it so across failures);
 - the summary's counters agree with the outcomes.
 """
 
@@ -30,6 +31,7 @@ from osvi_async import (
     BulkSummary,
     InjectOutcome,
     InjectRequest,
+    ItemHeldError,
     OsviClient,
     OsviError,
     RunStoppedError,
@@ -102,6 +104,7 @@ PROBLEM_KINDS: Final = (
     "unflagged",  # reported ok, applied more than once, possible_duplicate False
     "failed-duplicate",  # reported failed "certainly not applied", yet applied more than once
     "not-sent-applied",  # RunStoppedError(request_sent=False), yet applied
+    "held-applied",  # ItemHeldError (held to keep order), yet applied
     "final-error-misreport",  # failed with a certainly-not-applied error, yet applied
 )
 
@@ -121,6 +124,7 @@ class Audit:
     misreported: list[int] = field(default_factory=list)
     flagged_results: int = 0
     applied_total: int = 0
+    sessions_out_of_order: int = 0
     kind_counts: dict[str, int] = field(default_factory=dict)
     findings: list[tuple[str, str]] = field(default_factory=list)
 
@@ -203,6 +207,8 @@ def audit(
         out_of_order = [
             (earlier, later) for earlier, later in itertools.pairwise(order) if later < earlier
         ]
+        firsts = list(dict.fromkeys(order))  # each item's first application, in log order
+        report.sessions_out_of_order += firsts != sorted(firsts)
         if out_of_order:
             report.problem(
                 "order", f"session {session} applied out of input order: {out_of_order[:5]}"
@@ -241,18 +247,23 @@ def audit(
             kinds["failed-duplicate"].append(index)
         elif count > 1:
             report.duplicated_flagged.append(index)
-        if count > 0 and certainly_not_applied(error):
+        if count > 0 and isinstance(error, ItemHeldError):
+            kinds["held-applied"].append(index)
+        elif count > 0 and certainly_not_applied(error):
             stopped_unsent = isinstance(error, RunStoppedError)
             kinds["not-sent-applied" if stopped_unsent else "final-error-misreport"].append(index)
     report.kind_counts = {kind: len(indexes) for kind, indexes in kinds.items()}
     report.lost = kinds["lost"]
     report.duplicated_unflagged = kinds["unflagged"] + kinds["failed-duplicate"]
-    report.misreported = kinds["not-sent-applied"] + kinds["final-error-misreport"]
+    report.misreported = (
+        kinds["not-sent-applied"] + kinds["held-applied"] + kinds["final-error-misreport"]
+    )
     labels = {
         "lost": "reported ok but never applied (lost)",
         "unflagged": "reported ok, applied more than once, not flagged possible_duplicate",
         "failed-duplicate": "failed as certainly not applied, yet applied more than once",
         "not-sent-applied": "reported RunStoppedError(request_sent=False), yet applied",
+        "held-applied": "held (ItemHeldError), yet applied",
         "final-error-misreport": "failed with a certainly-not-applied error, yet applied",
     }
     for kind, label in labels.items():
@@ -266,7 +277,9 @@ def audit(
 
     stopped = [o.error for o in leftovers if isinstance(o.error, RunStoppedError)]
     not_sent = sum(1 for error in stopped if not error.request_sent)
-    counted = summary.succeeded + summary.failed + summary.not_sent + summary.interrupted
+    counted = (
+        summary.succeeded + summary.failed + summary.held + summary.not_sent + summary.interrupted
+    )
     if counted != summary.items:
         report.problem(
             "accounting", f"summary counts {counted} outcomes for {summary.items} items: {summary}"
@@ -275,6 +288,9 @@ def audit(
         report.problem(
             "accounting", f"summary.succeeded={summary.succeeded}, outcomes say {report.succeeded}"
         )
+    held = report.errors["ItemHeldError"]
+    if summary.held != held:
+        report.problem("accounting", f"summary.held={summary.held}, outcomes say {held}")
     if (summary.not_sent, summary.interrupted) != (not_sent, len(stopped) - not_sent):
         report.problem(
             "accounting", f"summary not_sent/interrupted disagree with the leftovers: {summary}"

@@ -3,8 +3,9 @@
 At 10% and 30% of requests failing, the retry policy below is generous enough that every
 item succeeds except those the engine refuses on purpose (`EngineRejectedError`, never
 retried). At 60% more items meet a refusal on one of their attempts and a few run out of
-retries; each failure must be typed and accounted for, and the server's log must agree with
-every outcome.
+retries, which holds the rest of their session (`ItemHeldError`, never sent); each failure
+must be typed and accounted for, the server's log must agree with every outcome, and no
+session may be applied out of input order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from osvi_async import (
     APIStatusError,
     CircuitBreaker,
     CircuitOpenError,
+    ItemHeldError,
     OsviClient,
     RetryPolicy,
 )
@@ -88,27 +90,42 @@ async def test_fault_mix_accounts_for_every_item(
             f"peak in flight {stats.peak_in_flight} <= {CONCURRENCY}"
         ),
         note=(
-            f"{summary.succeeded} ok, {summary.failed} failed ({report.error_summary()}); "
+            f"{summary.succeeded} ok, {summary.failed} failed, {summary.held} held "
+            f"({report.error_summary()}); {report.sessions_out_of_order} sessions out of order; "
             f"{summary.retries} retries, {summary.retries_refused} refused by the budget; "
             f"{summary.possible_duplicates} flagged possible_duplicate; mix (seed {seed}): {mix}"
         ),
     )
 
     assert not report.problems, "\n".join(report.problems)
+    assert report.sessions_out_of_order == 0
     assert leaks.clean, leaks
     assert stats.peak_in_flight <= CONCURRENCY
     # Every attempt the client counted, and no more, reached the server (one can time out
-    # before the server reads it, when the machine is busy).
-    assert sum(outcome.attempts for outcome in result.received) == ITEMS + summary.retries
-    assert ITEMS <= stats.requests_total <= ITEMS + summary.retries
+    # before the server reads it, when the machine is busy). Held items were never sent.
+    sent = ITEMS - summary.held
+    assert sum(outcome.attempts for outcome in result.received) == sent + summary.retries
+    assert sent <= stats.requests_total <= sent + summary.retries
     assert stats.requests_total <= bound
     assert all(stats.faults_injected[FaultKind(kind)] > 0 for kind in FAULT_KINDS)
     failed = [outcome for outcome in result.received if not outcome.ok]
+    by_index = {outcome.index: outcome for outcome in result.received}
     if total_rate <= 0.3:
         # Only deliberate refusals fail; everything transient was retried to success.
+        # A refusal is final for its item only: it holds nothing.
         assert set(report.errors) <= {"EngineRejectedError"}, report.error_summary()
+        assert summary.held == 0
         assert summary.succeeded >= ITEMS * (1 - total_rate / 4)
     else:
-        typed = (APIStatusError, APIConnectionError, CircuitOpenError)
+        typed = (APIStatusError, APIConnectionError, CircuitOpenError, ItemHeldError)
         assert all(isinstance(outcome.error, typed) for outcome in failed), report.error_summary()
         assert summary.succeeded >= ITEMS // 2
+        for outcome in failed:
+            if isinstance(outcome.error, ItemHeldError):
+                blocker = by_index[outcome.error.waiting_for]
+                assert blocker.index < outcome.index
+                assert blocker.request is not None
+                assert outcome.request is not None
+                assert blocker.request.session_id == outcome.request.session_id
+                assert not blocker.ok
+                assert not isinstance(blocker.error, ItemHeldError)

@@ -1,5 +1,6 @@
 """Scenario 2: outages. A window of a few seconds in the middle of a bulk run, then recovery;
-and an outage that lasts the whole run, which must cost at most 2 requests per item.
+and an outage that lasts the whole run, which must cost at most 2 requests per item (with
+holding off) or hold every session after its first failed item (the default).
 
 The bound asserted is the retry budget's (docs/bulk.md): a run of N items with S successes
 sends at most N * (1 + per_request) + S * per_success requests, 2N + S with the defaults.
@@ -12,7 +13,14 @@ import time
 
 import pytest
 
-from osvi_async import CircuitBreaker, CircuitOpenError, OsviClient, RetryPolicy, ServerError
+from osvi_async import (
+    CircuitBreaker,
+    CircuitOpenError,
+    ItemHeldError,
+    OsviClient,
+    RetryPolicy,
+    ServerError,
+)
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.chaos._harness import audit, injected, open_fds, run_bulk, settle, spread_items
 from tests.chaos._report import Recorder
@@ -107,7 +115,7 @@ async def test_outage_mid_run_recovers_without_loss(
 async def test_total_outage_costs_at_most_two_requests_per_item(
     osvi_emulator: OsviEmulator, reliability: Recorder, breaker: CircuitBreaker | None
 ) -> None:
-    """Every request fails for the whole run: max_retries=10, yet at most 2 requests per item."""
+    """Every request fails, holding off: max_retries=10, yet at most 2 requests per item."""
     items_count = 400
     osvi_emulator.fault_plan.outage(3600.0, kind="unavailable")
     sessions = [osvi_emulator.create_session() for _ in range(20)]
@@ -117,7 +125,9 @@ async def test_total_outage_costs_at_most_two_requests_per_item(
     async with OsviClient(
         osvi_emulator.api_token, base_url=osvi_emulator.base_url, timeout=2.0, retry=policy
     ) as client:
-        result = await run_bulk(client, items, concurrency=16, circuit_breaker=breaker)
+        result = await run_bulk(
+            client, items, concurrency=16, circuit_breaker=breaker, hold_on_failure=False
+        )
     leaks = await settle(fds_before, lambda: osvi_emulator.stats.open_connections)
     report = audit(
         osvi_emulator, items, result.received, result.leftovers, result.summary, complete=True
@@ -146,3 +156,54 @@ async def test_total_outage_costs_at_most_two_requests_per_item(
     assert report.applied_total == 0
     assert stats.requests_total <= 2 * items_count
     assert stats.peak_in_flight <= 16
+
+
+async def test_total_outage_holds_each_session_after_its_first_failure(
+    osvi_emulator: OsviEmulator, reliability: Recorder
+) -> None:
+    """Every request fails: one failed item per session, the rest held, never sent or applied."""
+    items_count = 400
+    osvi_emulator.fault_plan.outage(3600.0, kind="unavailable")
+    sessions = [osvi_emulator.create_session() for _ in range(20)]
+    items = spread_items(sessions, items_count, "held-outage", 5)
+    policy = RetryPolicy(max_retries=10, initial_delay=0.001, max_delay=0.005)
+    async with OsviClient(
+        osvi_emulator.api_token, base_url=osvi_emulator.base_url, timeout=2.0, retry=policy
+    ) as client:
+        result = await run_bulk(client, items, concurrency=16, circuit_breaker=None)
+    report = audit(
+        osvi_emulator, items, result.received, result.leftovers, result.summary, complete=True
+    )
+    stats = osvi_emulator.stats
+    summary = result.summary
+    first_of_session = {
+        session: min(index for index, item in enumerate(items) if item.session_id == session)
+        for session in sessions
+    }
+    reliability.add(
+        section=2,
+        scenario="total outage, holding on (the default)",
+        items=items_count,
+        faults=injected(osvi_emulator)[0],
+        requests=stats.requests_total,
+        **report.figures(),
+        bound=f"requests {stats.requests_total} <= 2 x sessions = {2 * len(sessions)}",
+        note=f"{summary.failed} failed, {summary.held} held: {report.error_summary()}",
+    )
+
+    assert not report.problems, "\n".join(report.problems)
+    assert report.applied_total == 0
+    assert summary.failed == len(sessions)
+    assert summary.held == items_count - len(sessions)
+    for outcome in result.received:
+        assert outcome.request is not None
+        first = first_of_session[outcome.request.session_id]
+        if outcome.index == first:
+            assert isinstance(outcome.error, ServerError)
+        else:
+            assert isinstance(outcome.error, ItemHeldError)
+            assert outcome.error.waiting_for == first
+            assert outcome.attempts == 0
+            assert not outcome.error.may_have_been_applied
+    # Only the first item of each session was ever sent: a first attempt and one budgeted retry.
+    assert stats.requests_total <= 2 * len(sessions)

@@ -236,7 +236,7 @@ async def test_outage_pauses_then_recovers(osvi_emulator: OsviEmulator) -> None:
 async def test_total_outage_costs_at_most_two_requests_per_item(
     osvi_emulator: OsviEmulator,
 ) -> None:
-    """Everything fails: each item fails with a reason, at most 2 requests/item are sent."""
+    """Everything fails (holding off): each item fails with a reason, <= 2 requests/item."""
     sessions = [osvi_emulator.create_session() for _ in range(10)]
     osvi_emulator.fault_plan.outage(3600)
     policy = RetryPolicy(max_retries=10, initial_delay=0.001, max_delay=0.005)
@@ -245,7 +245,11 @@ async def test_total_outage_costs_at_most_two_requests_per_item(
         osvi_emulator.api_token, base_url=osvi_emulator.base_url, retry=policy
     ) as client:
         outcomes = await collect(
-            client, spread(sessions, 200), concurrency=8, circuit_breaker=breaker
+            client,
+            spread(sessions, 200),
+            concurrency=8,
+            circuit_breaker=breaker,
+            hold_on_failure=False,
         )
     assert len(outcomes) == 200
     assert not any(outcome.ok for outcome in outcomes)
@@ -272,7 +276,7 @@ async def test_budget_alone_bounds_a_total_outage(osvi_emulator: OsviEmulator) -
 
 
 async def test_without_budget_retries_follow_the_policy(osvi_emulator: OsviEmulator) -> None:
-    """retry_budget=None and no breaker: each item gets all its max_retries."""
+    """retry_budget=None and no breaker: each item gets all its max_retries (holding off)."""
     session = osvi_emulator.create_session()
     osvi_emulator.fault_plan.outage(3600)
     policy = RetryPolicy(max_retries=3, initial_delay=0.001, max_delay=0.002)
@@ -280,7 +284,11 @@ async def test_without_budget_retries_follow_the_policy(osvi_emulator: OsviEmula
         osvi_emulator.api_token, base_url=osvi_emulator.base_url, retry=policy
     ) as client:
         outcomes = await collect(
-            client, [(session, "a"), (session, "b")], retry_budget=None, circuit_breaker=None
+            client,
+            [(session, "a"), (session, "b")],
+            retry_budget=None,
+            circuit_breaker=None,
+            hold_on_failure=False,
         )
     assert [outcome.attempts for outcome in outcomes] == [4, 4]
     assert osvi_emulator.stats.requests_total == 8

@@ -1,0 +1,254 @@
+"""The items of a bulk run: their gate to the wire, how a stop reaches them, how they end.
+
+`_bulk.py` schedules items (lanes, workers, the feeder); this module says what one item goes
+through: the `ItemGate` it passes before each attempt (flow control, the `on_send` hook, a
+stop), the `StopSignal` that cuts its waits short when the run drains, and the outcome it
+gets when it is stopped or held. `refused_for_good` decides whether a failure holds the rest
+of the item's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from osvi_async._flow import FlowControl
+from osvi_async._retry import may_have_been_applied
+from osvi_async.errors import (
+    APIStatusError,
+    ClientValidationError,
+    EngineRejectedError,
+    ItemHeldError,
+    OsviError,
+    RunStoppedError,
+)
+from osvi_async.models import InjectOutcome, InjectRequest
+
+InjectItem = InjectRequest | tuple[str, str]
+"""What `inject_many` accepts per item."""
+
+OnSend = Callable[[int], None]
+"""`inject_many(on_send=...)`: told an item's index right before its first attempt goes out."""
+
+# Statuses in 4xx that a later attempt can fix: the token (401), a timeout (408), a rate limit.
+_TRANSIENT_4XX = frozenset((401, 408, 429))
+
+
+def refused_for_good(error: OsviError) -> bool:
+    """Whether sending the same item again would be refused the same way.
+
+    True for an invalid item (`ClientValidationError`), an engine refusal, and any 4xx but
+    401, 408 and 429 (400, 403, 404, 409, 413, 422, ...). Such a failure does not hold the rest
+    of its session in a bulk run, and `osvi-async bulk --resume` does not resend it. Anything
+    else (retries exhausted on a transient failure, an open circuit, a stop, an unreadable
+    answer, an unexpected error) may go away on a later attempt.
+    """
+    if isinstance(error, ClientValidationError | EngineRejectedError):
+        return True
+    if isinstance(error, APIStatusError):
+        return 400 <= error.status < 500 and error.status not in _TRANSIENT_4XX
+    return False
+
+
+def as_request(raw: object) -> InjectRequest:
+    """Read one input item as an InjectRequest, or raise ClientValidationError."""
+    if isinstance(raw, InjectRequest):
+        return raw
+    if isinstance(raw, tuple) and len(raw) == 2:
+        return InjectRequest(session_id=raw[0], context=raw[1])
+    raise ClientValidationError(
+        f"each item must be an InjectRequest or a (session_id, context) tuple, "
+        f"got {type(raw).__name__}"
+    )
+
+
+class Item:
+    """An item that passed the checks and waits in a lane, is ready, or is in flight."""
+
+    __slots__ = (
+        "attempts_started",
+        "body",
+        "index",
+        "lane",
+        "maybe_applied",
+        "on_the_wire",
+        "request",
+        "session_id",
+        "url",
+    )
+
+    def __init__(self, index: int, request: InjectRequest, url: str, body: bytes) -> None:
+        self.index = index
+        self.request = request
+        self.session_id = request.session_id
+        # UUIDs are case-insensitive: two spellings of one session share one lane.
+        self.lane = request.session_id.lower()
+        self.url = url
+        self.body = body
+        self.attempts_started = 0
+        self.on_the_wire = False  # an attempt was let through and has not ended yet
+        self.maybe_applied = False  # an ended attempt may have applied the entry
+
+
+def _stop_error() -> RunStoppedError:
+    # Raised inside the call loop; the worker replaces it with `stopped_outcome(item)`, which
+    # knows what the item's attempts said.
+    return RunStoppedError("The run is stopping; no new attempt starts", request_sent=False)
+
+
+class StopSignal:
+    """Whether a run is stopping, and the waits (circuit, rate limit, backoff) a stop cuts short.
+
+    A wait wrapped in `interruptible` is registered with its task; `stop()` cancels those
+    tasks, and the wrapper turns that cancellation (and only that one) into `RunStoppedError`,
+    so the item ends at once instead of sleeping out its backoff. Cancellations from
+    elsewhere (the run being closed) pass through untouched.
+    """
+
+    __slots__ = ("_interrupted", "_waiting", "stopping")
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._interrupted: set[asyncio.Task[object]] = set()
+
+    def stop(self) -> None:
+        """From now on no attempt starts; end every interruptible wait now."""
+        self.stopping = True
+        for task in self._waiting - self._interrupted:
+            self._interrupted.add(task)
+            task.cancel()
+
+    async def interruptible(self, waiting: Awaitable[object]) -> None:
+        """Await `waiting`; raise RunStoppedError if the run stops before or while it runs."""
+        if self.stopping:
+            close = getattr(waiting, "close", None)
+            if close is not None:
+                close()  # a coroutine never awaited would warn
+            raise _stop_error()
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            if task not in self._interrupted:
+                raise
+            self._interrupted.discard(task)
+            if task.uncancel() > 0:
+                raise  # also cancelled from elsewhere: that cancellation wins
+            raise _stop_error() from None
+        finally:
+            self._waiting.discard(task)
+        if task in self._interrupted:  # the wait swallowed our cancellation
+            self._interrupted.discard(task)
+            task.uncancel()
+        if self.stopping:
+            raise _stop_error()
+
+    def sleeper(
+        self, sleep: Callable[[float], Awaitable[None]]
+    ) -> Callable[[float], Awaitable[None]]:
+        """`sleep` (a retry policy's), cut short by a stop."""
+
+        async def sleep_unless_stopped(seconds: float) -> None:
+            await self.interruptible(sleep(seconds))
+
+        return sleep_unless_stopped
+
+
+class ItemGate:
+    """The run's flow control, seen by one item (implements `_send.AttemptGate`).
+
+    It also notes which attempts went out, calls the `on_send` hook before the first one, and
+    lets no attempt or retry start once the run is stopping.
+    """
+
+    __slots__ = ("_flow", "_item", "_on_send", "_signal")
+
+    def __init__(
+        self, flow: FlowControl, signal: StopSignal, on_send: OnSend | None, item: Item
+    ) -> None:
+        self._flow = flow
+        self._signal = signal
+        self._on_send = on_send
+        self._item = item
+
+    def ready(self, number: int) -> bool:
+        # A stopping run answers "not ready"; `wait` then raises RunStoppedError.
+        if not self._signal.stopping and self._flow.ready(number):
+            self._started(number)
+            return True
+        return False
+
+    async def wait(self, number: int) -> None:
+        await self._signal.interruptible(self._flow.wait(number))
+        self._started(number)
+
+    def _started(self, number: int) -> None:
+        item = self._item
+        if number == 1 and self._on_send is not None:
+            try:
+                self._on_send(item.index)
+            except Exception as exc:
+                error = OsviError(f"Not sent: the on_send hook raised {type(exc).__name__}: {exc}")
+                raise error from exc
+            if self._signal.stopping:  # the hook stopped the run
+                raise _stop_error()
+        item.attempts_started = number
+        item.on_the_wire = True
+
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        self._item.on_the_wire = False
+        if error is not None and may_have_been_applied(error):
+            self._item.maybe_applied = True
+        self._flow.after_attempt(error, outage=outage)
+
+    def attempt_abandoned(self) -> None:
+        # Called when an attempt was cancelled mid-send (a stop snapshots the item before
+        # that, while it is still on the wire) or was never sent (the deadline passed).
+        self._item.on_the_wire = False
+        self._flow.attempt_abandoned()
+
+    def allow_retry(self) -> bool:
+        # Raising (rather than refusing) makes the item a stopped one, not a failed one:
+        # the attempt it would have retried is what says whether it may have been applied.
+        if self._signal.stopping:
+            raise _stop_error()
+        return self._flow.allow_retry()
+
+
+def stopped_outcome(item: Item, *, maybe_applied: bool = False) -> InjectOutcome:
+    """The outcome of an item the run was stopped before finishing.
+
+    `maybe_applied` adds what the call loop knew (an earlier attempt's ambiguity); the
+    request's own flag (a resend of a maybe-applied entry) is always carried over.
+    """
+    attempts = item.attempts_started
+    sent_maybe = item.on_the_wire or item.maybe_applied or maybe_applied
+    if sent_maybe:
+        message = (
+            f"The run was stopped during or after attempt {attempts} of this item; "
+            "it may have been applied"
+        )
+    elif attempts:
+        message = (
+            f"The run was stopped after {attempts} attempt(s) of this item, none of which "
+            "applied it"
+        )
+    else:
+        message = "The run was stopped before this item was sent; it was not applied"
+    error = RunStoppedError(message, request_sent=sent_maybe, attempts=attempts)
+    error.may_have_been_applied = sent_maybe or item.request.may_have_been_applied
+    return InjectOutcome(item.index, item.request, ok=False, error=error)
+
+
+def held_outcome(index: int, request: InjectRequest, waiting_for: int) -> InjectOutcome:
+    """The outcome of an item not sent because item `waiting_for` of its session failed."""
+    error = ItemHeldError(
+        f"Not sent: item {waiting_for} of the same session failed first, and sending this "
+        "one would put the session's entries out of input order; resend it after that item",
+        waiting_for=waiting_for,
+    )
+    error.may_have_been_applied = request.may_have_been_applied
+    return InjectOutcome(index, request, ok=False, error=error)
