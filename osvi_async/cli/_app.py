@@ -26,9 +26,10 @@ from osvi_async import (
     OsviError,
 )
 from osvi_async.cli._bulk_io import (
+    InputError,
     InputFormat,
+    Record,
     ReportWriter,
-    count_records,
     detect_format,
     open_text,
     read_done,
@@ -127,7 +128,7 @@ def inject(
 @click.argument("input_path", metavar="INPUT")
 @click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Max requests/s.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="JSONL report.")
+@click.option("--report", type=click.Path(path_type=Path), help="JSONL report.")
 @click.option("--resume", is_flag=True, help="Skip items the report already marks ok.")
 @click.option("--format", "input_format", type=click.Choice(["auto", "jsonl", "csv"]))
 @click.option("--token", envvar="OSVI_API_TOKEN", show_envvar=False, help=_TOKEN_HELP)
@@ -147,24 +148,28 @@ def bulk(
     """Inject every item of INPUT (JSON Lines or CSV with session_id,context; - for stdin)."""
     if resume and report is None:
         raise _fail("--resume needs --report FILE", EXIT_USAGE)
-    if input_path != "-" and not Path(input_path).is_file():
-        raise _fail(f"no such input file: {input_path}", EXIT_USAGE)
-    client = _client(token, base_url, timeout)
-    done = read_done(report) if resume and report is not None else bytearray()
-    console = Console(stderr=True)
     try:
         stream = open_text(input_path)
-    except OSError as error:
-        raise _fail(f"cannot read {input_path}: {error.strerror}", EXIT_USAGE) from None
+    except InputError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
     with stream:
+        client = _client(token, base_url, timeout)
         first = stream.readline()
         fmt: InputFormat = (
             detect_format(input_path, first)
             if input_format in (None, "auto")
             else cast("InputFormat", input_format)
         )
-        total = count_records(Path(input_path), fmt) if input_path != "-" else None
-        lines = itertools.chain([first], stream)
+        limit = client.max_context_bytes
+        try:
+            records = read_records(itertools.chain([first], stream), fmt, max_context_bytes=limit)
+        except InputError as error:
+            raise _fail(str(error), EXIT_USAGE) from None
+        if report is not None:
+            _check_report_writable(report)
+        done = read_done(report) if resume and report is not None else bytearray()
+        console = Console(stderr=True)
+        total = _count(input_path, fmt, limit)
         report_stream = report.open("a", encoding="utf-8") if report is not None else None
         try:
             writer = ReportWriter(report_stream) if report_stream is not None else None
@@ -172,8 +177,7 @@ def bulk(
                 counts = run_coroutine(
                     _bulk_main(
                         client,
-                        lines=lines,
-                        fmt=fmt,
+                        records,
                         writer=writer,
                         done=done,
                         progress=progress,
@@ -196,11 +200,30 @@ def bulk(
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
+def _count(input_path: str, fmt: InputFormat, limit: int) -> int | None:
+    """The progress bar's total: INPUT's records, malformed ones included (None for stdin)."""
+    if input_path == "-":
+        return None
+    try:
+        with open_text(input_path) as text:
+            return sum(1 for _ in read_records(text, fmt, max_context_bytes=limit))
+    except InputError:
+        return None
+
+
+def _check_report_writable(report: Path) -> None:
+    """Refuse a report that cannot be appended to before anything is sent (creates it)."""
+    try:
+        with report.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise _fail(f"cannot write the report {report}: {error.strerror}", EXIT_USAGE) from None
+
+
 async def _bulk_main(
     client: OsviClient,
+    records: Iterable[Record],
     *,
-    lines: Iterable[str],
-    fmt: InputFormat,
     writer: ReportWriter | None,
     done: bytearray,
     progress: BulkProgress,
@@ -210,7 +233,7 @@ async def _bulk_main(
     async with client:
         return await run_bulk(
             client,
-            read_records(lines, fmt),
+            records,
             report=writer,
             done=done,
             progress=progress,
@@ -219,13 +242,16 @@ async def _bulk_main(
         )
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,  # --help goes to the emulator's own parser, which lists its options
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def serve(args: tuple[str, ...]) -> None:
-    """Serve the local emulator (see `osvi-async serve --help`)."""
+    """Serve the local emulator until Ctrl+C or SIGTERM (options: osvi-async serve --help)."""
     from osvi_async.testing import main as serve_main  # noqa: PLC0415 - loads aiohttp.web
 
-    sys.exit(serve_main(list(args)))
+    sys.exit(serve_main(list(args), prog="osvi-async serve"))
 
 
 @main.command()

@@ -1,12 +1,15 @@
 """Reading bulk input files and writing the per-item report, for `osvi-async bulk`.
 
 Input is JSON Lines (`{"session_id": ..., "context": ...}` per line) or CSV with those two
-columns, from a file or stdin. Each *record* (a JSON line, or a CSV row after the header) has
-an index from 0; a record that cannot be read becomes a failed item that names its line.
+columns, from a file or stdin. Each *record* (a non-blank JSON line, or a CSV row after the
+header) has an index from 0; a record that cannot be read becomes a failed item that names its
+line, and the records after it are still read. Only input that cannot be read at all (not a
+file, or a CSV header without the two columns) raises `InputError`, before anything is sent.
 
-The report is JSON Lines, one object per item, written and flushed as outcomes arrive, so a
-crash loses at most the items in flight. `--resume` reads it back and skips every record
-whose last report line says `ok`.
+Bytes that are not UTF-8 never stop a run: text is decoded with `surrogateescape`, so each
+undecodable byte becomes a lone surrogate that marks its record as malformed. A JSON escape
+such as `\\ud800` that decodes to a lone surrogate is malformed too. Either way no string that
+cannot be encoded as UTF-8 is handed on as a request, so the report stays valid UTF-8.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +32,21 @@ from osvi_async import APIStatusError, InjectOutcome, InjectRequest, OsviError
 InputFormat = Literal["jsonl", "csv"]
 
 _CSV_COLUMNS: Final = ("session_id", "context")
+_ENCODING: Final = "utf-8-sig"  # UTF-8; a leading byte order mark (Excel's "CSV UTF-8") is skipped
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SLACK_CHARS: Final = 64 * 1024  # room for the session id, other columns and syntax
+# csv's own limit (128 Ki characters by default) is lifted: after its "field larger than
+# field limit" error, csv resumes at the next physical line even inside a quoted field, so
+# the rest of that field would be read as records. _CsvRows bounds record sizes instead.
+_CSV_FIELD_LIMIT: Final = 2**31 - 1  # a C long on every platform
+# What moves csv's state machine (excel dialect): quotes, line ends, and whether a run of
+# other characters starts or ends with a comma. See _shrink.
+_PLAIN_RUN: Final = re.compile('[^"\r\n]+')
+_QUOTE_RUN: Final = re.compile('"{4,}')
+
+
+class InputError(Exception):
+    """INPUT cannot be read at all; the command stops before sending anything (exit 2)."""
 
 
 @attrs.frozen
@@ -38,74 +59,147 @@ class Record:
     problem: str | None = None
 
 
+def max_record_chars(input_format: InputFormat, max_context_bytes: int) -> int:
+    """The longest record that can hold a context of `max_context_bytes` UTF-8 bytes.
+
+    A character takes at least one UTF-8 byte; JSON may spell one byte as six characters
+    (`\\u0001`), CSV as two (a doubled quote). Longer records are failed items, never read
+    into a request, so one huge record cannot exhaust memory or reach the client.
+    """
+    per_byte = 2 if input_format == "csv" else 6
+    return per_byte * max_context_bytes + _SLACK_CHARS
+
+
 def detect_format(path: str, first_line: str) -> InputFormat:
     """JSON Lines unless the name ends in .csv or the first line is a CSV header."""
     if path.lower().endswith(".csv"):
         return "csv"
-    header = [cell.strip() for cell in first_line.strip().split(",")]
+    header = [cell.strip().strip('"').strip() for cell in first_line.strip().split(",")]
     return "csv" if header[:2] == list(_CSV_COLUMNS) else "jsonl"
 
 
-def read_records(lines: Iterable[str], input_format: InputFormat) -> Iterator[Record]:
-    """Yield the records of these lines lazily, in order."""
+def read_records(
+    lines: Iterable[str], input_format: InputFormat, *, max_context_bytes: int
+) -> Iterator[Record]:
+    """The records of these lines, read lazily and in order.
+
+    Raises:
+        InputError: At once, before any record is read, when a CSV header does not name the
+            `session_id` and `context` columns.
+    """
+    limit = max_record_chars(input_format, max_context_bytes)
     if input_format == "csv":
-        yield from _read_csv(lines)
-    else:
-        yield from _read_jsonl(lines)
+        return _read_csv(lines, limit)
+    return _read_jsonl(lines, limit)
 
 
-def _read_jsonl(stream: Iterable[str]) -> Iterator[Record]:
+def _read_jsonl(lines: Iterable[str], limit: int) -> Iterator[Record]:
     index = 0
-    for line_number, line in enumerate(stream, start=1):
+    for line_number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        yield _jsonl_record(index, line_number, line)
+        yield _jsonl_record(index, line_number, line, limit)
         index += 1
 
 
-def _jsonl_record(index: int, line_number: int, line: str) -> Record:
+def _jsonl_record(index: int, line_number: int, line: str, limit: int) -> Record:
+    def malformed(problem: str) -> Record:
+        return Record(index, line_number, None, f"line {line_number}: {problem}")
+
+    if len(line) > limit:
+        return malformed(f"longer than {limit} characters")
+    if _SURROGATE.search(line):
+        return malformed("not valid UTF-8")
     try:
         value = json.loads(line)
     except ValueError:
-        return Record(index, line_number, None, f"line {line_number}: not valid JSON")
-    if not isinstance(value, dict):
-        return Record(index, line_number, None, f"line {line_number}: expected a JSON object")
-    session_id, context = value.get("session_id"), value.get("context")
+        return malformed("not valid JSON")
+    fields = value if isinstance(value, dict) else {}
+    session_id, context = fields.get("session_id"), fields.get("context")
     if not isinstance(session_id, str) or not isinstance(context, str):
-        return Record(
-            index,
-            line_number,
-            None,
-            f'line {line_number}: needs string fields "session_id" and "context"',
-        )
+        return malformed('needs a JSON object with string fields "session_id" and "context"')
+    for name, text in (("session_id", session_id), ("context", context)):
+        if _SURROGATE.search(text):
+            return malformed(f"lone surrogate (a \\ud800-\\udfff escape) in {name}")
     return Record(index, line_number, InjectRequest(session_id=session_id, context=context))
 
 
-def _read_csv(stream: Iterable[str]) -> Iterator[Record]:
-    reader = csv.reader(stream)
-    header = next(reader, None)
+def _shrink(line: str) -> str:
+    """A stand-in for `line` that leaves csv's reader in the same state, in a few characters.
+
+    Each run of characters other than quotes and line ends becomes two characters keeping
+    whether it starts and ends with a comma (all that decides the state after it), and a run
+    of four or more quotes becomes two or three (quote pairs cancel out).
+    """
+    line = _PLAIN_RUN.sub(
+        lambda run: ("," if run[0][0] == "," else "x") + ("," if run[0][-1] == "," else "x"),
+        line,
+    )
+    return _QUOTE_RUN.sub(lambda run: '"' * (2 + len(run[0]) % 2), line)
+
+
+class _CsvRows:
+    """csv.reader over lines, with each record's size bounded.
+
+    Once a record grows past `limit` characters, its remaining lines reach csv through
+    `_shrink`: csv still finds where the record really ends (a quoted field may span lines)
+    while holding only a few characters per line, and the record is reported as too long.
+    """
+
+    def __init__(self, lines: Iterable[str], limit: int) -> None:
+        csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+        self._lines = lines
+        self._limit = limit
+        self._record_chars = 0
+        self._reader = csv.reader(self._feed())
+
+    def _feed(self) -> Iterator[str]:
+        for line in self._lines:
+            self._record_chars += len(line)
+            yield line if self._record_chars <= self._limit else _shrink(line)
+
+    def __iter__(self) -> Iterator[tuple[int, list[str], str | None]]:
+        """(line where the record starts, its fields, why it cannot be used or None)."""
+        while True:
+            self._record_chars = 0
+            first_line = self._reader.line_num + 1
+            try:
+                row = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # not expected with the limit lifted; never fatal
+                yield first_line, [], f"line {first_line}: {error}"
+                continue
+            if self._record_chars > self._limit:
+                yield first_line, [], f"line {first_line}: longer than {self._limit} characters"
+            elif any(_SURROGATE.search(cell) for cell in row):
+                yield first_line, [], f"line {first_line}: not valid UTF-8"
+            else:
+                yield first_line, row, None
+
+
+def _read_csv(lines: Iterable[str], limit: int) -> Iterator[Record]:
+    rows = iter(_CsvRows(lines, limit))
+    header = next(rows, None)
     if header is None:
-        return
-    columns = [cell.strip() for cell in header]
+        return iter(())
+    columns = [cell.strip() for cell in header[1]]
     if not set(_CSV_COLUMNS) <= set(columns):
-        yield Record(0, 1, None, 'line 1: the CSV header must name "session_id" and "context"')
-        return
-    sid_at, context_at = columns.index("session_id"), columns.index("context")
-    for index, row in enumerate(reader):
-        line_number = reader.line_num
-        if len(row) <= max(sid_at, context_at):
+        raise InputError('the CSV header (line 1) must name the columns "session_id" and "context"')
+    return _csv_records(rows, columns.index("session_id"), columns.index("context"))
+
+
+def _csv_records(
+    rows: Iterator[tuple[int, list[str], str | None]], sid_at: int, context_at: int
+) -> Iterator[Record]:
+    for index, (line_number, row, problem) in enumerate(rows):
+        if problem is not None:
+            yield Record(index, line_number, None, problem)
+        elif len(row) <= max(sid_at, context_at):
             yield Record(index, line_number, None, f"line {line_number}: too few columns")
-            continue
-        request = InjectRequest(session_id=row[sid_at].strip(), context=row[context_at])
-        yield Record(index, line_number, request)
-
-
-def count_records(path: Path, input_format: InputFormat) -> int:
-    """How many records a file holds, for the progress bar's total (one quick pass)."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        if input_format == "csv":
-            return max(0, sum(1 for _ in csv.reader(stream)) - 1)
-        return sum(1 for line in stream if line.strip())
+        else:
+            request = InjectRequest(session_id=row[sid_at].strip(), context=row[context_at])
+            yield Record(index, line_number, request)
 
 
 def read_done(report: Path) -> bytearray:
@@ -188,7 +282,38 @@ class ReportWriter:
 
 
 def open_text(path: str) -> IO[str]:
-    """Open INPUT for reading; `-` is stdin."""
+    """Open INPUT (a regular file, or `-` for stdin) as `decode_input` decodes it.
+
+    Raises:
+        InputError: INPUT is missing, a directory, not a regular file or cannot be opened,
+            with a one-line reason.
+    """
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
-    return Path(path).open(encoding="utf-8", newline="")
+        if sys.stdin is None:
+            raise InputError("INPUT is -, but stdin is closed")
+        return decode_input(sys.stdin.buffer)
+    try:
+        raw = Path(path).open("rb")  # noqa: SIM115 - the caller closes the text stream
+    except FileNotFoundError:
+        raise InputError(f"no such input file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"INPUT is a directory: {path}") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror}") from None
+    mode = os.fstat(raw.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        # A bulk run reads INPUT twice (to count and identify it, then to send it), which a
+        # pipe or device cannot do; stdin (`-`) is the way to stream.
+        raw.close()
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (use - for stdin)"
+        raise InputError(f"INPUT is {kind}: {path}")
+    return decode_input(raw)
+
+
+def decode_input(raw: IO[bytes]) -> IO[str]:
+    """Input bytes as text: UTF-8, a leading BOM skipped, undecodable bytes kept as escapes.
+
+    Lines end at LF, CRLF or CR and keep their ending (as the csv module needs). Every reader
+    of INPUT (the run, the pre-count) decodes it this way, so they agree on its records.
+    """
+    return io.TextIOWrapper(raw, encoding=_ENCODING, errors="surrogateescape", newline="")

@@ -2,7 +2,8 @@
 
 ``serve`` runs until SIGINT or SIGTERM and then returns, so a process manager, a terminal's
 Ctrl+C and a test's ``terminate()`` all end it cleanly with exit status 0. ``main`` is the
-command line (``python -m osvi_async.testing``, later ``osvi-async serve``).
+command line of both ``python -m osvi_async.testing`` and ``osvi-async serve``: one parser, so
+both list the same options in ``--help``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from osvi_async.testing._faults import FaultKind, FaultPlan
 
 __all__ = ["DEFAULT_PORT", "main", "serve"]
 
+DEFAULT_PROG: Final = "python -m osvi_async.testing"
 DEFAULT_PORT: Final = 8787
 """The command line's default port; ``serve`` and the command line take 0 for a free port."""
 
@@ -86,10 +88,10 @@ def _port(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     failure_kinds = [kind.value for kind in FaultKind if kind is not FaultKind.LATENCY]
     parser = argparse.ArgumentParser(
-        prog="python -m osvi_async.testing",
+        prog=prog,
         description="Serve an in-memory emulator of the OSVI Chat v1 API until interrupted.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (%(default)s)")
@@ -119,13 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = DEFAULT_PROG) -> int:
     """Run the emulator from the command line; returns the process exit status.
 
     Prints the URL and the token to use, then serves until SIGINT or SIGTERM (exit status 0).
-    Exit status 1 when the address cannot be bound, 2 for bad arguments.
+    Exit status 1 when the address cannot be bound, 2 for bad arguments. `prog` is the
+    command name that usage and ``--help`` show.
     """
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     plan = FaultPlan(
         seed=args.seed,
         latency=1.0 if args.latency_ms > 0 else 0.0,
