@@ -237,7 +237,8 @@ class OsviClient:
         if self._transport.closed:
             raise closed_client_error()
         session_id = check_session_id(session_id)
-        body = encode_inject_body(check_context(context), self._config.max_context_bytes)
+        context = check_context(context)
+        body = encode_inject_body(context, self._config.max_context_bytes)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
         if retry is not None:
             _check_retry(retry)

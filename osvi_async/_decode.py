@@ -5,6 +5,10 @@ Success bodies follow the envelope `{"success": true, "data": {...}}`. Error bod
 shape of other OSVI endpoints), or, for 502, `{"success": false, "error": ..., "upstream_body":
 {...} | null}`. A proxy in front of the API may answer with HTML instead; that is still a typed
 error, with `code=None`.
+
+Server text is data, not trusted: whatever the server sends back is quoted only through a
+`Scrubber`, which redacts the API token (a server or proxy may echo the request headers) from
+attributes, and also escapes control characters in messages and log lines (log injection).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -31,6 +36,7 @@ from osvi_async.errors import (
 from osvi_async.models import InjectContextResult
 
 BODY_EXCERPT_CHARS: Final = 500
+REDACTED: Final = "[REDACTED]"
 # "Python engine returned 422 for POST ..." : the engine answered, and with a client error.
 _UPSTREAM_CLIENT_ERROR: Final = re.compile(r"\breturned 4\d\d\b")
 
@@ -55,24 +61,107 @@ _HINTS: Final[dict[type[APIStatusError], str]] = {
 }
 
 
+class Scrubber:
+    """Makes server text safe to quote: the API token redacted, control characters escaped.
+
+    The token is found in its plain form and in the forms a server may echo it in: JSON
+    string escapes (each character as itself, `\\uXXXX` or a backslash escape) and percent
+    encoding, in any mix.
+    """
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secret: str) -> None:
+        self._pattern = _secret_pattern(secret) if secret else None
+
+    def redact(self, text: str) -> str:
+        """`text` with every form of the token replaced by `[REDACTED]`; for attributes."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+    def text(self, text: str) -> str:
+        """`text` redacted and with control characters escaped; for messages and log lines."""
+        return escape_controls(self.redact(text))
+
+    def value(self, value: Any) -> Any:
+        """A decoded JSON value with every string in it (keys included) redacted."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self.redact(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        return value
+
+
+NO_SECRET: Final = Scrubber("")
+"""Escapes control characters only; for callers that hold no token."""
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every non-printable character (newlines, ESC, ...) written as an escape."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    forms: list[str] = []
+    for char in secret:
+        options = [re.escape(char)]
+        code = ord(char)
+        if code > 0xFFFF:  # a JSON escape writes it as a surrogate pair
+            high, low = divmod(code - 0x10000, 0x400)
+            options.append(rf"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}")
+        else:
+            options.append(rf"\\u{code:04x}")
+        if char in "\"\\/'":
+            options.append(re.escape("\\" + char))
+        options.append("".join(f"%{byte:02x}" for byte in char.encode("utf-8")))
+        forms.append("(?:" + "|".join(options) + ")")
+    # Hex digits in either case; a case variant of the token is redacted too, which is harmless.
+    return re.compile("".join(forms), re.IGNORECASE)
+
+
 def decode_inject_context(
-    status: int, body: bytes, *, session_id: str, attempts: int
+    status: int,
+    body: bytes,
+    *,
+    session_id: str,
+    attempts: int,
+    scrubber: Scrubber = NO_SECRET,
 ) -> InjectContextResult:
-    """Decode a 2xx inject_context body, or raise `ResponseDecodeError` naming the JSON path."""
-    payload = _load_json(status, body)
+    """Decode a 2xx inject_context body, or raise `ResponseDecodeError` naming the JSON path.
+
+    A success naming another session than `session_id` (compared case-insensitively) is a
+    `ResponseDecodeError` too: it answers some other request, and ours may have been applied.
+    """
+    payload = _load_json(status, body, scrubber)
     if not isinstance(payload, dict):
-        raise _shape_error(status, body, "expected a JSON object at $")
+        raise _shape_error(status, body, "expected a JSON object at $", scrubber)
     if payload.get("success") is not True:
-        raise _shape_error(status, body, "expected $.success to be true")
+        raise _shape_error(status, body, "expected $.success to be true", scrubber)
     data = payload.get("data")
     if not isinstance(data, dict):
-        raise _shape_error(status, body, "expected an object at $.data")
+        raise _shape_error(status, body, "expected an object at $.data", scrubber)
     context = data.get("context")
     if not isinstance(context, list) or not all(isinstance(entry, str) for entry in context):
-        raise _shape_error(status, body, "expected a list of strings at $.data.context")
+        raise _shape_error(status, body, "expected a list of strings at $.data.context", scrubber)
     answered_id = data.get("session_id", session_id)
     if not isinstance(answered_id, str):
-        raise _shape_error(status, body, "expected a string at $.data.session_id")
+        raise _shape_error(status, body, "expected a string at $.data.session_id", scrubber)
+    if answered_id != session_id and answered_id.lower() != session_id.lower():
+        shown = scrubber.redact(answered_id[:60])
+        raise _shape_error(
+            status,
+            body,
+            f"$.data.session_id is {shown!r}, not the session {session_id} this request was for",
+            scrubber,
+        )
     return InjectContextResult(session_id=answered_id, context=tuple(context), attempts=attempts)
 
 
@@ -83,20 +172,27 @@ def status_error(
     session_id: str,
     retry_after: str | None,
     attempts: int,
+    scrubber: Scrubber = NO_SECRET,
 ) -> APIStatusError:
-    """Build the typed error for a non-2xx answer; never raises."""
+    """Build the typed error for a non-2xx answer; never raises.
+
+    Its `code`, `body` and `upstream_body` are redacted by `scrubber`, and its message also
+    has control characters escaped.
+    """
     payload = _try_json(body)
     fields = payload if isinstance(payload, dict) else {}
-    code = _error_code(fields)
-    excerpt = excerpt_of(body)
+    raw_code = _error_code(fields)
+    code = None if raw_code is None else scrubber.redact(raw_code)
+    excerpt = excerpt_of(body, scrubber.redact)
     delay = parse_retry_after(retry_after)
     if status == 502:
         upstream = fields.get("upstream_body")
-        upstream_body = upstream if isinstance(upstream, dict) else None
-        engine_class = EngineRejectedError if _is_refusal(code, upstream_body) else EngineError
+        upstream_body = scrubber.value(upstream) if isinstance(upstream, dict) else None
+        engine_class = EngineRejectedError if _is_refusal(raw_code, upstream) else EngineError
         message = _message(engine_class, status, code, session_id)
         if upstream_body is not None and "reason" in upstream_body:
-            message += f" (engine reason: {upstream_body['reason']})"
+            reason = scrubber.text(str(upstream_body["reason"]))[:BODY_EXCERPT_CHARS]
+            message += f" (engine reason: {reason})"
         return engine_class(
             message,
             status=status,
@@ -141,16 +237,21 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, seconds)
 
 
-def excerpt_of(body: bytes) -> str:
-    """The start of a body as text, for messages and diagnostics."""
-    text = body[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+def excerpt_of(body: bytes, redact: Callable[[str], str] | None = None) -> str:
+    """The start of a body as text, for diagnostics; `redact` runs before the cut, so that a
+    token is never shown half."""
+    # A margin past the longest excerpt, so a token (even percent-encoded) that starts inside
+    # the excerpt ends inside the decoded window and is redacted whole.
+    text = body[: BODY_EXCERPT_CHARS * 4 + 1024].decode("utf-8", errors="replace")
+    if redact is not None:
+        text = redact(text)
     if len(text) > BODY_EXCERPT_CHARS:
         return text[:BODY_EXCERPT_CHARS] + "..."
     return text
 
 
 def _message(error_class: type[APIStatusError], status: int, code: str | None, sid: str) -> str:
-    shown_code = code if code is not None else "no error code"
+    shown_code = "no error code" if code is None else escape_controls(code[:BODY_EXCERPT_CHARS])
     hint = _HINTS.get(error_class, _HINTS[APIStatusError])
     return f"inject_context for session {sid} failed: HTTP {status} ({shown_code}): {hint}"
 
@@ -165,17 +266,19 @@ def _error_code(fields: dict[str, Any]) -> str | None:
     return None
 
 
-def _is_refusal(code: str | None, upstream_body: dict[str, Any] | None) -> bool:
-    if upstream_body is not None and upstream_body.get("state") == "rejected":
+def _is_refusal(code: str | None, upstream_body: Any) -> bool:
+    if isinstance(upstream_body, dict) and upstream_body.get("state") == "rejected":
         return True
     return code is not None and _UPSTREAM_CLIENT_ERROR.search(code) is not None
 
 
-def _load_json(status: int, body: bytes) -> Any:
+def _load_json(status: int, body: bytes, scrubber: Scrubber) -> Any:
     try:
         return _json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise _shape_error(status, body, "the body is not JSON") from exc
+    except (ValueError, RecursionError):
+        # No chain: the JSON parser's message quotes the body, which may hold the token.
+        pass
+    raise _shape_error(status, body, "the body is not JSON", scrubber)
 
 
 def _try_json(body: bytes) -> Any:
@@ -185,8 +288,9 @@ def _try_json(body: bytes) -> Any:
         return None
 
 
-def _shape_error(status: int, body: bytes, problem: str) -> ResponseDecodeError:
-    excerpt = excerpt_of(body)
+def _shape_error(status: int, body: bytes, problem: str, scrubber: Scrubber) -> ResponseDecodeError:
+    excerpt = excerpt_of(body, scrubber.redact)
+    # repr() escapes control characters; the excerpt is already redacted.
     return ResponseDecodeError(
         f"Unexpected inject_context response: {problem}; got {excerpt[:200]!r}",
         status=status,

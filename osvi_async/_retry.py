@@ -10,6 +10,7 @@ for the retry machinery.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -20,6 +21,7 @@ from typing import Final, TypeVar
 import tenacity
 
 from osvi_async._config import RetryEvent, RetryPolicy
+from osvi_async._decode import escape_controls
 from osvi_async.errors import (
     APIConnectionError,
     APIStatusError,
@@ -28,6 +30,7 @@ from osvi_async.errors import (
     EngineRejectedError,
     OsviError,
     ResponseDecodeError,
+    TLSHandshakeError,
 )
 
 T = TypeVar("T")
@@ -62,11 +65,14 @@ def may_have_been_applied(error: OsviError) -> bool:
 def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
     """Whether `error` may go away on another attempt, under `policy`.
 
-    Cancellation and anything that is not an `OsviError` are never retried, nor, with
+    Cancellation and anything that is not an `OsviError` are never retried, nor an engine
+    refusal or a failed TLS handshake (the same request would fail the same way), nor, with
     `retry_ambiguous=False`, a failure after which the entry may have been applied.
     """
-    if not isinstance(error, OsviError) or isinstance(error, EngineRejectedError):
-        return False  # an engine refusal would be refused again
+    if not isinstance(error, OsviError) or isinstance(
+        error, EngineRejectedError | TLSHandshakeError
+    ):
+        return False
     if not policy.retry_ambiguous and may_have_been_applied(error):
         return False
     if isinstance(error, APIStatusError):
@@ -80,9 +86,10 @@ def indicates_outage(error: OsviError) -> bool:
     """Whether a failure says the API is unwell, independently of any retry policy.
 
     Used by the circuit breaker: a 5xx, 429 or 408, a timeout or a failed connection says so;
-    a 4xx, an engine refusal or an unreadable success says the API answered.
+    a 4xx, an engine refusal or an unreadable success says the API answered, and a failed TLS
+    handshake says the client is pointed at the wrong port or does not trust the certificate.
     """
-    if isinstance(error, EngineRejectedError):
+    if isinstance(error, EngineRejectedError | TLSHandshakeError):
         return False
     if isinstance(error, APIStatusError):
         return error.status >= 500 or error.status in (408, 429)
@@ -123,6 +130,10 @@ async def retry_after_failure(
     start of the call, for the deadline. `allow_retry`, when given, is asked before each
     retry (after the policy said yes) and can refuse it: a bulk run's shared retry budget.
     `on_failure` is told of every failure that is followed by another attempt.
+
+    A task being cancelled never starts another attempt: whatever the last attempt raised
+    (a cancel can surface as a timeout) and whatever `policy.sleep` does, the loop raises
+    `asyncio.CancelledError` before sending again.
     """
     rand = policy.random or random.random
     number = 1
@@ -133,8 +144,14 @@ async def retry_after_failure(
             # Replays the first attempt's failure so that tenacity computes the first wait.
             number = 2
             raise first_error
+        raise_if_cancelling()
         current, number = number, number + 1
         return await attempt(current)
+
+    async def sleep(seconds: float) -> None:
+        raise_if_cancelling()
+        await policy.sleep(seconds)
+        raise_if_cancelling()  # a custom sleep may have swallowed the cancel
 
     def wait(state: tenacity.RetryCallState) -> float:
         error = _failure(state)
@@ -170,7 +187,7 @@ async def retry_after_failure(
         wait=wait,
         retry=tenacity.retry_if_exception(lambda exc: is_retryable(policy, exc)),
         before_sleep=before_sleep,
-        sleep=policy.sleep,
+        sleep=sleep,
         reraise=True,
     )
     return await retrying(next_attempt)
@@ -194,7 +211,20 @@ def _failure(state: tenacity.RetryCallState) -> OsviError:
     return error
 
 
+def raise_if_cancelling() -> None:
+    """Raise `asyncio.CancelledError` if the current task is being cancelled.
+
+    For the places where a cancel may have been swallowed or turned into another error (a
+    timeout, a custom sleep): a call whose task is being cancelled never sends again.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _cause(error: OsviError) -> str:
+    """The failure, for the retry log line: server text comes in redacted (see `_decode`), and
+    control characters are escaped here so that no server text can forge a log line."""
     if isinstance(error, APIStatusError):
-        return f"HTTP {error.status} {error.code or ''}".rstrip()
-    return f"{type(error).__name__}: {error.message}"
+        return escape_controls(f"HTTP {error.status} {error.code or ''}".rstrip())
+    return escape_controls(f"{type(error).__name__}: {error.message}")

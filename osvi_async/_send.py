@@ -20,6 +20,7 @@ from osvi_async._retry import (
     is_retryable,
     logger,
     may_have_been_applied,
+    raise_if_cancelling,
     remaining_budget,
     retry_after_failure,
 )
@@ -90,9 +91,13 @@ async def send_inject_context(
             raise
         failure = first_error
     else:
+        if context not in result.context:
+            _warn_entry_missing(result)
         if already_maybe_applied:
             return _flag_possible_duplicate(result, context)
         return result
+    # A cancel that the transport turned into another error must not lead to a resend.
+    raise_if_cancelling()
     if attempt is None:
         attempt = _attempts(transport, url, body, session_id, timeout, policy, started, None)
     ambiguous = already_maybe_applied
@@ -115,9 +120,22 @@ async def send_inject_context(
         # The last error describes the last attempt; an earlier one may have applied it.
         last_error.may_have_been_applied = ambiguous or may_have_been_applied(last_error)
         raise
+    if context not in result.context:
+        _warn_entry_missing(result)
     if ambiguous:
         return _flag_possible_duplicate(result, context)
     return result
+
+
+def _warn_entry_missing(result: InjectContextResult) -> None:
+    """A 200 whose bucket lacks the entry is accepted: the API says it appended it, and with
+    other writers on the session it may already have scrolled out. It is logged, and flagged
+    (by `_flag_possible_duplicate`) when an earlier attempt may have applied it too."""
+    logger.warning(
+        "inject_context for session %s: the API answered 200 but the returned bucket does "
+        "not hold the entry (other writers may have pushed it out); accepted as applied",
+        result.session_id,
+    )
 
 
 def _flag_possible_duplicate(result: InjectContextResult, context: str) -> InjectContextResult:
@@ -128,6 +146,10 @@ def _flag_possible_duplicate(result: InjectContextResult, context: str) -> Injec
     exactly once proves that it was applied once. Anything else (the entry twice anywhere,
     however many other writers came in between; a full bucket, from which an earlier copy may
     have dropped; a bucket without the entry) cannot rule a duplicate out.
+
+    What it cannot see: a copy pushed out of a full bucket is flagged only as "cannot rule out"
+    (false positives are the price), and it cannot tell our entry from the same text sent by
+    another writer, which also only errs towards flagging.
     """
     bucket = result.context
     if len(bucket) < BUCKET_SIZE and bucket.count(context) == 1:
@@ -198,7 +220,11 @@ async def _attempt_once(
         response = await transport.post(url, body, timeout=timeout)
         if 200 <= response.status < 300:
             return decode_inject_context(
-                response.status, response.body, session_id=session_id, attempts=number
+                response.status,
+                response.body,
+                session_id=session_id,
+                attempts=number,
+                scrubber=transport.scrubber,
             )
     except OsviError as exc:
         exc.attempts = number
@@ -209,4 +235,5 @@ async def _attempt_once(
         session_id=session_id,
         retry_after=response.retry_after,
         attempts=number,
+        scrubber=transport.scrubber,
     )

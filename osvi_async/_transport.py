@@ -13,12 +13,15 @@ from typing import Final, NamedTuple
 import aiohttp
 from yarl import URL
 
+from osvi_async._decode import Scrubber
+from osvi_async._retry import raise_if_cancelling
 from osvi_async.errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
     OsviError,
     ResponseDecodeError,
+    TLSHandshakeError,
 )
 
 USER_AGENT: Final = "osvi-async"
@@ -53,6 +56,7 @@ class Transport:
         "_session",
         "_timeouts",
         "_urls",
+        "scrubber",
     )
 
     def __init__(
@@ -69,6 +73,8 @@ class Transport:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        #: Makes server text safe to show: the token redacted, control characters escaped.
+        self.scrubber: Final = Scrubber(api_token)
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = session
@@ -96,31 +102,51 @@ class Transport:
         return not self._closed and not self._borrowed and self._session is not None
 
     async def post(self, url: str, body: bytes, *, timeout: float) -> RawResponse:
-        """POST `body` to `url` and read the answer; aiohttp errors come out as ours."""
+        """POST `body` to `url` and read the answer; aiohttp errors come out as ours.
+
+        A task being cancelled always ends in `asyncio.CancelledError`, never in a timeout
+        error that a retry loop would act on.
+        """
         session = self._session_for_request()
         try:
-            async with session.post(
-                self._url(url),
-                data=body,
-                headers=self._request_headers,
-                timeout=self._timeout(timeout),
-                allow_redirects=False,
-                raise_for_status=False,  # even on a borrowed session: statuses are ours to map
-            ) as response:
+            # The attempt's whole timeout is ours (asyncio.timeout), not aiohttp's `total`:
+            # aiohttp enters its total timer twice (request and response start) and uncancels
+            # the task once per exit, so a cancel() landing as that timer fires was turned into
+            # a TimeoutError and lost. asyncio.timeout tells the two apart by Task.cancelling().
+            async with (
+                asyncio.timeout(timeout),
+                session.post(
+                    self._url(url),
+                    data=body,
+                    headers=self._request_headers,
+                    timeout=self._timeout(timeout),
+                    allow_redirects=False,
+                    raise_for_status=False,  # even on a borrowed session: statuses are ours
+                ) as response,
+            ):
                 payload = await self._read_capped(response)
                 return RawResponse(response.status, payload, response.headers.get("Retry-After"))
         except TimeoutError as exc:
             # aiohttp's own timeout errors are also TimeoutError, so this comes first.
+            raise_if_cancelling()
             sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
             phase = "waiting for the answer" if sent else "waiting for a connection"
             raise APITimeoutError(
                 f"Request timed out after {timeout:g} s while {phase}", request_sent=sent
             ) from exc
+        except aiohttp.ClientSSLError as exc:
+            # Certificate not trusted, or the port does not speak TLS (WRONG_VERSION_NUMBER):
+            # the same handshake fails the same way, so this is never retried.
+            failure: APIConnectionError = TLSHandshakeError(
+                f"TLS handshake with {exc.host}:{exc.port} failed: {exc}", request_sent=False
+            )
+            cause: BaseException | None = exc
         except aiohttp.ClientConnectorError as exc:
-            raise APIConnectionError(
+            failure = APIConnectionError(
                 f"Could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}",
                 request_sent=False,
-            ) from exc
+            )
+            cause = exc
         except aiohttp.ClientResponseError as exc:
             # Its request_info holds the request headers, token included: keep it out of the
             # chain (raising outside the except block leaves no __context__ either).
@@ -128,18 +154,30 @@ class Transport:
                 f"Unreadable response after the request was sent: {exc.message}",
                 request_sent=True,
             )
+            cause = None
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(
+            failure = APIConnectionError(
                 f"Connection failed after the request was sent: {type(exc).__name__}: {exc}",
                 request_sent=True,
-            ) from exc
+            )
+            cause = exc
         except RuntimeError as exc:
             if session.closed:
                 raise ClientClosedError(
                     "The aiohttp session given to OsviClient was closed by its owner"
                 ) from exc
             raise
-        raise failure
+        # aiohttp's messages can quote what the server sent (a status line, a header): make
+        # them safe, and drop the cause when it held the token.
+        message = failure.message
+        safe = self.scrubber.text(message)
+        if safe != message:
+            failure.args = (safe,)
+            if self.scrubber.redact(message) != message:
+                cause = None
+        if cause is None:
+            raise failure
+        raise failure from cause
 
     async def close(self) -> None:
         """Close the session if this transport created it; safe to call more than once."""
@@ -199,7 +237,7 @@ class Transport:
             # attempt does, so that a timeout before anything was sent is told apart.
             connect = seconds - min(0.5, seconds * 0.05)
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(
-                total=seconds,
+                total=None,  # the whole attempt is bounded by asyncio.timeout in post()
                 connect=connect,
                 # Exact timers: rounding up to whole seconds would blur connect vs. total.
                 ceil_threshold=_NO_TIMER_ROUNDING,

@@ -24,11 +24,17 @@ _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
 
 def check_session_id(session_id: object) -> str:
-    """Return `session_id` if it is a UUID string; it becomes a path segment, so nothing else is."""
-    if not isinstance(session_id, str):
-        raise ClientValidationError(
-            f"session_id must be a str (a session UUID), got {type(session_id).__name__}"
-        )
+    """Return `session_id` as a plain str if it is a UUID; it becomes a path segment.
+
+    A `str` subclass is copied to a plain `str` first: its own `__format__` or `__str__`
+    could otherwise put something else in the URL than what was validated.
+    """
+    if type(session_id) is not str:
+        if not isinstance(session_id, str):
+            raise ClientValidationError(
+                f"session_id must be a str (a session UUID), got {type(session_id).__name__}"
+            )
+        session_id = str.__str__(session_id)  # the characters themselves, as a plain str
     if _UUID.fullmatch(session_id) is None:
         raise ClientValidationError(
             f"session_id must be a session UUID like 4718a326-417b-4dda-90d0-21fd65a11cb8, "
@@ -38,9 +44,15 @@ def check_session_id(session_id: object) -> str:
 
 
 def check_context(context: object) -> str:
-    """Return `context` if it is a string with some non-whitespace text in it."""
-    if not isinstance(context, str):
-        raise ClientValidationError(f"context must be a str, got {type(context).__name__}")
+    """Return `context` as a plain str if it has some non-whitespace text in it.
+
+    A `str` subclass is copied to a plain `str`, so that its own methods (`encode`, say)
+    cannot change what is measured or sent.
+    """
+    if type(context) is not str:
+        if not isinstance(context, str):
+            raise ClientValidationError(f"context must be a str, got {type(context).__name__}")
+        context = str.__str__(context)
     if not context.strip():
         raise ClientValidationError("context must not be empty or only whitespace")
     return context
@@ -85,9 +97,20 @@ def check_api_token(token: object, *, env_var: str) -> str:
 
 
 def check_base_url(url: object) -> str:
-    """Return the base URL without a trailing slash; it must be https, or http on loopback."""
+    """Return the base URL without a trailing slash; it must be https, or http on loopback.
+
+    No query or fragment, not even an empty `?` or `#` marker, and no whitespace or control
+    characters: the endpoint path is appended to it, so they would end up in the request line.
+    """
     if not isinstance(url, str):
         raise ClientValidationError(f"base_url must be a str, got {type(url).__name__}")
+    url = str.__str__(url)
+    if not url.isprintable() or any(char.isspace() for char in url):
+        raise ClientValidationError(
+            f"base_url must not contain whitespace or control characters, got {url!r}"
+        )
+    if "?" in url or "#" in url:
+        raise ClientValidationError(f"base_url must not have a query or fragment, got {url!r}")
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -100,8 +123,6 @@ def check_base_url(url: object) -> str:
         )
     if parts.username is not None or parts.password is not None:
         raise ClientValidationError("base_url must not contain credentials; use api_token")
-    if parts.query or parts.fragment:
-        raise ClientValidationError(f"base_url must not have a query or fragment, got {url!r}")
     if parts.scheme == "http" and not _is_loopback(host):
         raise ClientValidationError(
             f"base_url must use https (http is allowed only for loopback hosts), got {url!r}"

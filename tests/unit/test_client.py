@@ -372,11 +372,11 @@ async def test_per_call_retry_overrides_client_default(
 
 
 async def test_per_call_timeout_reaches_aiohttp(client: OsviClient, mocked: aioresponses) -> None:
-    """timeout= on a call becomes that request's aiohttp total timeout."""
+    """timeout= on a call bounds that request's connect phase, which ends 5% before it."""
     mocked.post(INJECT_URL, payload=OK_BODY)
     await client.inject_context(SESSION_ID, "b", timeout=2.5)
     [request] = sent_requests(mocked)
-    assert request.kwargs["timeout"].total == 2.5
+    assert request.kwargs["timeout"].connect == pytest.approx(2.375)
 
 
 async def test_with_options_shares_pool_and_changes_defaults(
@@ -390,7 +390,7 @@ async def test_with_options_shares_pool_and_changes_defaults(
     with pytest.raises(EngineError):
         await view.inject_context(SESSION_ID, "b")
     [request] = sent_requests(mocked)
-    assert request.kwargs["timeout"].total == 1.5
+    assert request.kwargs["timeout"].connect == pytest.approx(1.425)
     await view.close()
     assert not client.closed
     await client.close()
