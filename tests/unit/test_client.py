@@ -26,6 +26,7 @@ from osvi_async import (
     OsviClient,
     OsviError,
     RateLimitError,
+    RequestTooLargeError,
     ResponseDecodeError,
     RetryEvent,
     RetryPolicy,
@@ -550,3 +551,52 @@ async def test_unsent_retries_keep_may_have_been_applied_false(
     with pytest.raises(EngineError) as caught:
         await client.inject_context(SESSION_ID, "b")
     assert caught.value.may_have_been_applied is False
+
+
+async def test_413_is_request_too_large_and_never_retried(
+    client: OsviClient, mocked: aioresponses, fake_sleep: FakeSleep
+) -> None:
+    """A 413 is RequestTooLargeError at once: one request, certainly not applied."""
+    mocked.post(INJECT_URL, status=413, payload={"success": False, "error": "payload_too_large"})
+    with pytest.raises(RequestTooLargeError) as caught:
+        await client.inject_context(SESSION_ID, "x")
+    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert caught.value.may_have_been_applied is False
+    assert len(sent_requests(mocked)) == 1
+    assert fake_sleep.delays == []
+
+
+async def test_success_for_another_session_is_refused_and_not_retried(
+    client: OsviClient, mocked: aioresponses, fake_sleep: FakeSleep
+) -> None:
+    """A 200 naming another session is a ResponseDecodeError that may have been applied."""
+    other = "0b5e3c1a-9f2d-4c7e-8a61-3d2f1e0c9b8a"
+    mocked.post(
+        INJECT_URL, payload={"success": True, "data": {"session_id": other, "context": ["x"]}}
+    )
+    with pytest.raises(ResponseDecodeError, match="not the session") as caught:
+        await client.inject_context(SESSION_ID, "x")
+    assert caught.value.may_have_been_applied is True
+    assert caught.value.attempts == 1
+    assert len(sent_requests(mocked)) == 1
+    assert fake_sleep.delays == []
+
+
+async def test_token_and_newlines_in_a_502_stay_out_of_errors_and_logs(
+    client: OsviClient, mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 502 echoing the token with a forged log line: redacted, escaped, in both places."""
+    forged = f"engine down\nINFO osvi_async: all good API-Token: {TOKEN}"
+    for _ in range(4):
+        mocked.post(INJECT_URL, status=502, payload={"success": False, "error": forged})
+    caplog.set_level(logging.INFO, logger="osvi_async")
+    with pytest.raises(EngineError) as caught:
+        await client.inject_context(SESSION_ID, "x")
+    error = caught.value
+    assert error.code == "engine down\nINFO osvi_async: all good API-Token: [REDACTED]"
+    for text in (str(error), repr(error), error.body, caplog.text):
+        assert TOKEN not in text
+    assert "\n" not in str(error)
+    messages = [r.getMessage() for r in caplog.records if r.name == "osvi_async"]
+    assert len(messages) == 3
+    assert all("\n" not in message and "[REDACTED]" in message for message in messages)

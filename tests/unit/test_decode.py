@@ -10,12 +10,17 @@ import pytest
 from osvi_async import EngineError, EngineRejectedError, ResponseDecodeError, ServerError
 from osvi_async._decode import (
     BODY_EXCERPT_CHARS,
+    REDACTED,
+    Scrubber,
     decode_inject_context,
+    escape_controls,
     excerpt_of,
     parse_retry_after,
     status_error,
 )
-from tests.support import SESSION_ID
+from tests.support import SESSION_ID, TOKEN
+
+OTHER_SESSION = "0b5e3c1a-9f2d-4c7e-8a61-3d2f1e0c9b8a"
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
@@ -109,3 +114,75 @@ def test_excerpt_is_truncated_and_tolerates_bad_utf8() -> None:
     assert excerpt_of(b"\xff\xfeok") == "\ufffd\ufffdok"
     long = excerpt_of(b"a" * 10_000)
     assert long == "a" * BODY_EXCERPT_CHARS + "..."
+
+
+def test_success_for_another_session_is_a_decode_error() -> None:
+    """A 200 naming another session answers some other request: ResponseDecodeError."""
+    body = json.dumps({"success": True, "data": {"session_id": OTHER_SESSION, "context": ["x"]}})
+    with pytest.raises(ResponseDecodeError) as caught:
+        decode_inject_context(200, body.encode(), session_id=SESSION_ID, attempts=1)
+    assert OTHER_SESSION in str(caught.value)
+    assert SESSION_ID in str(caught.value)
+
+
+def test_session_ids_are_compared_case_insensitively() -> None:
+    """The same UUID in upper case is the same session; the answer is accepted."""
+    body = json.dumps({"success": True, "data": {"session_id": SESSION_ID.upper(), "context": []}})
+    result = decode_inject_context(200, body.encode(), session_id=SESSION_ID, attempts=1)
+    assert result.session_id == SESSION_ID.upper()
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        TOKEN,
+        TOKEN.upper(),
+        "".join(f"\\u{ord(char):04x}" for char in TOKEN),  # JSON-escaped, every character
+        TOKEN[:4] + "\\u" + f"{ord(TOKEN[4]):04X}" + TOKEN[5:],  # one character escaped
+        "".join(f"%{ord(char):02X}" for char in TOKEN),  # percent-encoded
+    ],
+)
+def test_scrubber_redacts_every_form_of_the_token(echoed: str) -> None:
+    """Plain, JSON-escaped (any mix, either hex case) and percent-encoded forms are redacted."""
+    text = Scrubber(TOKEN).redact(f"API-Token: {echoed}; next")
+    assert text == f"API-Token: {REDACTED}; next"
+
+
+def test_scrubber_text_escapes_control_characters() -> None:
+    """Messages and log lines get newlines, ESC and line separators as escapes."""
+    assert escape_controls("a\nb\r\x1b[31m\u2028") == "a\\nb\\r\\x1b[31m\\u2028"
+    assert Scrubber(TOKEN).text(f"x\n{TOKEN}") == f"x\\n{REDACTED}"
+
+
+def test_status_error_redacts_code_body_and_upstream_body() -> None:
+    """A 502 echoing the token: attributes redacted, message also free of control chars."""
+    body = json.dumps(
+        {
+            "success": False,
+            "error": f"bad\nAPI-Token: {TOKEN}",
+            "upstream_body": {"headers": {"API-Token": TOKEN}, "reason": f"\n{TOKEN}"},
+        }
+    ).encode()
+    error = status_error(
+        502,
+        body,
+        session_id=SESSION_ID,
+        retry_after=None,
+        attempts=1,
+        scrubber=Scrubber(TOKEN),
+    )
+    assert error.code == f"bad\nAPI-Token: {REDACTED}"
+    assert isinstance(error, EngineError)
+    assert error.upstream_body == {"headers": {"API-Token": REDACTED}, "reason": f"\n{REDACTED}"}
+    for text in (str(error), repr(error), error.body):
+        assert TOKEN not in text
+    assert "\n" not in str(error)
+    assert "\\n" in str(error)
+
+
+def test_excerpt_redacts_before_cutting() -> None:
+    """A token straddling the excerpt's end is redacted whole, never shown in part."""
+    body = ("a" * (BODY_EXCERPT_CHARS - 4) + TOKEN).encode()
+    shown = excerpt_of(body, Scrubber(TOKEN).redact)
+    assert TOKEN[:4] not in shown
+    assert shown.startswith("a" * (BODY_EXCERPT_CHARS - 4) + REDACTED[:4])

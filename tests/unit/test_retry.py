@@ -17,8 +17,9 @@ from osvi_async import (
     RateLimitError,
     ResponseDecodeError,
     RetryPolicy,
+    TLSHandshakeError,
 )
-from osvi_async._retry import backoff_delay, is_retryable, remaining_budget
+from osvi_async._retry import backoff_delay, indicates_outage, is_retryable, remaining_budget
 
 
 def status(error_class: type[APIStatusError], code: int, retry_after: float | None = None) -> Any:
@@ -175,3 +176,11 @@ def test_retry_ambiguous_false_refuses_only_maybe_applied() -> None:
         policy, EngineError("x", status=502, code="Python engine unreachable", body="")
     )
     assert not is_retryable(policy, EngineError("x", status=502, code=None, body=""))
+
+
+def test_failed_tls_handshake_is_never_retried_nor_an_outage() -> None:
+    """A TLS handshake that failed fails the same way again: no retry, no circuit trip."""
+    error = TLSHandshakeError("handshake failed", request_sent=False)
+    assert is_retryable(RetryPolicy(), error) is False
+    assert indicates_outage(error) is False
+    assert is_retryable(RetryPolicy(), APIConnectionError("refused", request_sent=False))

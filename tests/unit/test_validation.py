@@ -73,12 +73,20 @@ def test_accepted_base_urls(url: str) -> None:
         ("api.osvi.ai", "absolute http"),
         ("https://user:pw@api.osvi.ai", "credentials"),
         ("https://api.osvi.ai?x=1", "query"),
+        ("https://api.osvi.ai?", "query"),
+        ("https://api.osvi.ai/#", "query or fragment"),
+        ("https://api.osvi.ai/v1?#", "query"),
+        ("https://api.osvi.ai/a b", "whitespace"),
+        (" https://api.osvi.ai", "whitespace"),
+        ("https://api.osvi.ai\t", "whitespace"),
+        ("https://api.osvi.ai/\x00", "control"),
         ("https://api.osvi.ai:99999", "not a valid URL"),
         (42, "must be a str"),
     ],
 )
 def test_refused_base_urls(url: object, problem: str) -> None:
-    """Plain http off loopback, other schemes, credentials and queries are refused."""
+    """Plain http off loopback, other schemes, credentials, queries (even an empty `?` or
+    `#`), whitespace and control characters are refused."""
     with pytest.raises(ClientValidationError, match=problem):
         OsviClient(TOKEN, base_url=url)  # type: ignore[arg-type]
 
@@ -112,3 +120,29 @@ def test_token_never_in_reprs() -> None:
     assert TOKEN not in repr(client._transport)
     assert config.timeout == 3.0
     assert "base_url='http://127.0.0.1:1'" in repr(client)
+
+
+class Sneaky(str):
+    """A str whose formatting and str() say something else than its characters."""
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        return "../../admin%2F"
+
+    def __str__(self) -> str:
+        return "../../admin%2F"
+
+
+def test_str_subclasses_are_validated_and_used_as_plain_str() -> None:
+    """Session ids, contexts and base URLs that are str subclasses come back as plain str."""
+    from osvi_async._validation import check_context, check_session_id
+
+    session_id = "4718a326-417b-4dda-90d0-21fd65a11cb8"
+    for checked in (check_session_id(Sneaky(session_id)), check_context(Sneaky("text"))):
+        assert type(checked) is str
+        assert f"{checked}" != "../../admin%2F"
+    assert check_session_id(Sneaky(session_id)) == session_id
+    client = OsviClient(TOKEN, base_url=Sneaky("https://api.osvi.ai"))
+    assert type(client.base_url) is str
+    assert client.base_url == "https://api.osvi.ai"

@@ -1,0 +1,99 @@
+"""The duplicate-flag rule on synthetic buckets, and the retry loop's respect for cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+from osvi_async import APITimeoutError, InjectContextResult, OsviClient, RetryPolicy
+from osvi_async._retry import retry_after_failure
+from osvi_async._send import _flag_possible_duplicate
+from tests.support import BASE_URL, INJECT_URL, SESSION_ID, TOKEN
+
+ENTRY = "summary"
+
+
+def flagged(*bucket: str) -> bool:
+    """Whether the rule flags a result with this bucket for ENTRY."""
+    result = InjectContextResult(session_id=SESSION_ID, context=bucket, attempts=2)
+    return _flag_possible_duplicate(result, ENTRY).possible_duplicate
+
+
+@pytest.mark.parametrize(
+    ("bucket", "expected"),
+    [
+        ((ENTRY,), False),
+        (("a", "b", ENTRY), False),
+        (("a", "b", "c", ENTRY), False),
+        ((ENTRY, ENTRY), True),
+        ((ENTRY, "B", ENTRY), True),  # another writer between the two copies
+        ((ENTRY, "b", "c", ENTRY), True),
+        (("a", "b", "c", "d", ENTRY), True),  # full: an earlier copy may have scrolled out
+        (("a", "b", "c", "d", "e"), True),  # full, entry already pushed out
+        (("a", "b"), True),  # entry absent from a short bucket
+        ((), True),
+    ],
+)
+def test_flag_rule_on_synthetic_buckets(bucket: tuple[str, ...], expected: bool) -> None:
+    """Flagged unless the bucket is not full and holds the entry exactly once."""
+    assert flagged(*bucket) is expected
+
+
+def test_flagging_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A flagged result is logged at WARNING, naming the session."""
+    with caplog.at_level(logging.WARNING, logger="osvi_async"):
+        assert flagged(ENTRY, "B", ENTRY)
+    assert SESSION_ID in caplog.text
+    assert "possible_duplicate" in caplog.text
+
+
+async def test_a_200_without_the_entry_is_accepted_and_logged(
+    caplog: pytest.LogCaptureFixture, mocked: aioresponses
+) -> None:
+    """The API said it appended: the result is returned, unflagged, and a warning logged."""
+    body = {"success": True, "data": {"session_id": SESSION_ID, "context": ["a", "b"]}}
+    with caplog.at_level(logging.WARNING, logger="osvi_async"):
+        mocked.post(INJECT_URL, payload=body)
+        async with OsviClient(TOKEN, base_url=BASE_URL) as client:
+            result = await client.inject_context(SESSION_ID, ENTRY)
+    assert (result.context, result.possible_duplicate) == (("a", "b"), False)
+    assert "does not hold the entry" in caplog.text
+
+
+async def test_a_200_without_the_entry_after_an_ambiguous_attempt_is_flagged(
+    mocked: aioresponses,
+) -> None:
+    """The same answer on a resend of a maybe-applied entry: flagged possible_duplicate."""
+    body = {"success": True, "data": {"session_id": SESSION_ID, "context": ["a", "b"]}}
+    mocked.post(INJECT_URL, payload=body)
+    async with OsviClient(TOKEN, base_url=BASE_URL) as client:
+        result = await client.inject_context(SESSION_ID, ENTRY, may_have_been_applied=True)
+    assert result.possible_duplicate is True
+    assert len(mocked.requests[("POST", URL(INJECT_URL))]) == 1
+
+
+async def test_retry_loop_never_starts_an_attempt_for_a_cancelling_task() -> None:
+    """A task already being cancelled gets CancelledError, not another attempt."""
+    attempts: list[int] = []
+
+    async def attempt(number: int) -> str:
+        attempts.append(number)
+        return "sent"
+
+    async def swallowing_sleep(seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the cancel arrives; this sleep then returns without awaiting
+
+    policy = RetryPolicy(sleep=swallowing_sleep, random=lambda: 0.5)
+    first = APITimeoutError("timed out", request_sent=True, attempts=1)
+    task = asyncio.create_task(
+        retry_after_failure(policy, attempt, first, started=0.0, operation="test")
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert attempts == []
