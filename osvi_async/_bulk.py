@@ -47,6 +47,7 @@ from osvi_async._lanes import (
     refused_for_good,
     stopped_outcome,
 )
+from osvi_async._retry import logger
 from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport
 from osvi_async._validation import check_context, check_session_id, encode_inject_body
@@ -216,7 +217,10 @@ class _Engine:
         self._outcomes.put_nowait(_END)  # wakes a consumer waiting in another task
         tasks, self._tasks = self._tasks, []
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            ended = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, ended, strict=True):
+                if isinstance(result, Exception):  # a bug: say so rather than hide it
+                    logger.error("bulk run: %s failed", task.get_name(), exc_info=result)
 
     def _halt(self) -> None:
         """Cancel everything; items still in flight or queued become stopped leftovers.

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 
+import aiohttp
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +31,14 @@ from tests.chaos._harness import (
     wait_until,
 )
 from tests.chaos._report import Recorder
-from tests.chaos._servers import SESSION_ID, TOKEN, RawServer, full_backlog, stall_in_body
+from tests.chaos._servers import (
+    SESSION_ID,
+    TOKEN,
+    RawServer,
+    full_backlog,
+    never_answer,
+    stall_in_body,
+)
 
 # Few, fast, reproducible examples: the same ones on every run, nothing stored on disk.
 CI = settings(
@@ -210,7 +220,13 @@ async def test_cancel_during_backoff(
         assert leaks.clean, leaks
 
 
-HOW = ["cancel-after-delay", "cancel-after-outcomes", "break-after-outcomes", "aclose-from-task"]
+HOW = [
+    "cancel-after-delay",
+    "cancel-after-outcomes",
+    "break-after-outcomes",
+    "aclose-from-task",
+    "drain-after-delay",
+]
 
 
 @settings(CI, max_examples=30)
@@ -250,7 +266,7 @@ async def test_bulk_run_stopped_at_a_random_moment(
                 enough.set()
 
             task = asyncio.create_task(consume())
-            if how in {"cancel-after-delay", "aclose-from-task"}:
+            if how in {"cancel-after-delay", "aclose-from-task", "drain-after-delay"}:
                 await asyncio.wait([task], timeout=delay)
             else:
                 await enough.wait()
@@ -258,6 +274,8 @@ async def test_bulk_run_stopped_at_a_random_moment(
                 task.cancel()
             elif how == "aclose-from-task":
                 await run.aclose()
+            elif how == "drain-after-delay":
+                run.drain(grace=0.05)  # shorter than a `hang`: some end interrupted
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await run.aclose()  # what `async with` does; the consumer may not have used it
@@ -298,3 +316,80 @@ async def test_bulk_run_stopped_at_a_random_moment(
         assert emulator.stats.peak_in_flight <= concurrency
         assert summary.interrupted <= concurrency
         assert summary.items <= len(items)
+
+
+@settings(CI, max_examples=12)
+@given(offset=st.floats(min_value=-0.01, max_value=0.01), busy=st.sampled_from([0.0, 0.02]))
+async def test_bulk_aclose_as_the_timeout_fires(
+    reliability: Recorder, caplog: pytest.LogCaptureFixture, offset: float, busy: float
+) -> None:
+    """aclose() as 0.2 s timeouts fire, loop busy or not: no request after it, no task left."""
+    started: list[float] = []  # when the client started each request (aiohttp's trace)
+
+    async def on_request_start(*_: object) -> None:
+        started.append(time.monotonic())
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    async with RawServer(never_answer) as server:
+        fds_before = open_fds()
+        loop = asyncio.get_running_loop()
+        items = [(str(uuid.UUID(int=n + 1)), f"never answered {n}") for n in range(4)]
+        async with (
+            aiohttp.ClientSession(trace_configs=[trace]) as session,
+            OsviClient(
+                TOKEN,
+                base_url=server.base_url,
+                timeout=0.2,
+                retry=RetryPolicy(initial_delay=0.001, max_delay=0.001),
+                session=session,
+            ) as client,
+        ):
+            run = client.inject_many(items, concurrency=4, circuit_breaker=None)
+            received: list[InjectOutcome] = []
+
+            async def consume() -> None:
+                received.extend([outcome async for outcome in run])
+
+            task = asyncio.create_task(consume())
+            await wait_until(lambda: len(started) == 4)
+            close_at = started[0] + 0.2 + offset
+            if busy:
+                # Blocks the loop across the moment the timeouts are due, so that they and
+                # the close land in the same loop iteration.
+                loop.call_at(loop.time() + close_at - busy - time.monotonic(), time.sleep, busy)
+            await asyncio.sleep(close_at - time.monotonic())
+            await run.aclose()
+            closed_at = time.monotonic()
+            await task
+            await asyncio.sleep(0.1)  # a retry (1 ms backoff) would have started by now
+        after_close = sum(1 for moment in started if moment > closed_at)
+        leaks = await settle(fds_before, lambda: server.open_connections)
+        summary = run.summary
+        reliability.add(
+            section=3,
+            scenario="bulk aclose() as attempt timeouts fire",
+            items=len(items),
+            requests=len(started),
+            **leaks.figures(),
+            bound="no request after aclose() returned; no task left; no worker error",
+            tally={"requests after aclose": after_close},
+        )
+
+        assert after_close == 0
+        assert server.requests <= len(started)
+        assert not [record for record in caplog.records if record.levelname == "ERROR"]
+        outcomes = [*received, *run.leftovers]
+        assert sorted(outcome.index for outcome in outcomes) == list(range(summary.items))
+        assert not any(
+            outcome.error is not None and "Unexpected" in outcome.error.message
+            for outcome in outcomes
+        )
+        assert summary.items == (
+            summary.succeeded
+            + summary.failed
+            + summary.held
+            + summary.not_sent
+            + summary.interrupted
+        )
+        assert leaks.clean, leaks
