@@ -172,8 +172,6 @@ class _CsvRows:
                 continue
             if self._record_chars > self._limit:
                 yield first_line, [], f"line {first_line}: longer than {self._limit} characters"
-            elif any(_SURROGATE.search(cell) for cell in row):
-                yield first_line, [], f"line {first_line}: not valid UTF-8"
             else:
                 yield first_line, row, None
 
@@ -195,6 +193,8 @@ def _csv_records(
     for index, (line_number, row, problem) in enumerate(rows):
         if problem is not None:
             yield Record(index, line_number, None, problem)
+        elif any(_SURROGATE.search(cell) for cell in row):
+            yield Record(index, line_number, None, f"line {line_number}: not valid UTF-8")
         elif len(row) <= max(sid_at, context_at):
             yield Record(index, line_number, None, f"line {line_number}: too few columns")
         else:

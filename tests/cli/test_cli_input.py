@@ -126,6 +126,23 @@ async def test_csv_with_byte_order_mark(
     assert_clean(result, osvi_emulator.api_token)
 
 
+async def test_csv_rows_with_bytes_that_are_not_utf8(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """A Latin-1 row fails alone; a Latin-1 name of an unused column does not stop the run."""
+    a = osvi_emulator.create_session()
+    data = b"session_id,context,r\xe9f\n" + f"{a},one,1\n".encode()
+    data += f"{a},caf".encode() + b"\xe9,2\n" + f"{a},two,3\n".encode()
+    source = tmp_path / "latin1.csv"
+    source.write_bytes(data)
+    report = tmp_path / "report.jsonl"
+    result = await osvi("bulk", str(source), "--report", str(report), emulator=osvi_emulator)
+    assert result.code == 1, result.err
+    assert osvi_emulator.applied(a) == ("one", "two")
+    assert outcomes(report)[1]["message"] == "line 3: not valid UTF-8"
+    assert_clean(result, osvi_emulator.api_token)
+
+
 async def test_csv_fields_beyond_the_csv_module_default(
     osvi_emulator: OsviEmulator, tmp_path: Path
 ) -> None:
