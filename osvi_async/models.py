@@ -64,7 +64,10 @@ class InjectOutcome:
             not a request or a `(session_id, context)` pair (`error` says what).
         ok: True when the entry was accepted.
         result: The API's answer when `ok`, else None.
-        error: Why the item failed when not `ok`, else None.
+        error: Why the item failed when not `ok`, else None: the call's error, a
+            `ClientValidationError` for an invalid item (never sent), an `ItemHeldError` for
+            an item held back because an earlier item of its session failed (never sent), or,
+            in `BulkRun.leftovers` only, a `RunStoppedError`.
     """
 
     index: int
@@ -85,20 +88,24 @@ class InjectOutcome:
 class BulkSummary:
     """Counts for a bulk run, so far or at its end (`BulkRun.summary`).
 
-    Every item pulled from the input is counted exactly once: in `succeeded`, `failed` or
-    `held`, or, if the run was stopped early, in `not_sent` or `interrupted`.
+    Every item pulled from the input is counted exactly once:
+    `items == succeeded + failed + held + not_sent + interrupted`.
 
     Attributes:
         items: Items pulled from the input so far.
         succeeded: Items the API accepted.
-        failed: Items that ended with an error (including invalid ones).
+        failed: Items that ended with an error (including invalid ones), not counting held
+            or stopped items.
         invalid: Of the failed, those refused before sending (bad session id or context).
         retries: Extra HTTP attempts made, across all items.
         retries_refused: Retries the policy wanted but the run's retry budget refused.
         possible_duplicates: Of the succeeded, those flagged `possible_duplicate`.
-        not_sent: Items pulled but never sent because the run was stopped early.
-        interrupted: Items in flight when the run was stopped; they may have been applied.
-        elapsed: Seconds since the run started.
+        not_sent: Items the run was stopped (closed, cancelled or drained) before it could
+            apply them: queued, or waiting for the circuit or a backoff after attempts that
+            certainly did not apply them. `RunStoppedError(request_sent=False)`.
+        interrupted: Items stopped with an attempt on the wire, or after one that may have
+            applied them. `RunStoppedError(request_sent=True)`.
+        elapsed: Seconds since the run started (until it stopped).
         held: Items not sent because an earlier item of their session failed in a way a
             later attempt could fix (`ItemHeldError`); certainly not applied by this run.
     """

@@ -22,6 +22,7 @@ from osvi_async import (
     InjectContextResult,
     InjectOutcome,
     InjectRequest,
+    ItemHeldError,
     OsviClient,
     OsviError,
     RetryBudget,
@@ -83,6 +84,22 @@ async def backfill(client: OsviClient, rows: list[tuple[str, str]]) -> BulkSumma
         if isinstance(leftover.error, RunStoppedError) and leftover.error.request_sent:
             log.warning("item %d may have been applied", leftover.index)
     return run.summary
+
+
+async def drained(client: OsviClient, rows: list[tuple[str, str]]) -> int:
+    journal: list[int] = []
+    async with client.inject_many(rows, hold_on_failure=False, on_send=journal.append) as run:
+        loop = asyncio.get_running_loop()
+        loop.call_later(5.0, run.drain)
+        async for outcome in run:
+            if isinstance(outcome.error, ItemHeldError):
+                waits: int = outcome.error.waiting_for
+                log.info("item %d waits for %d", outcome.index, waits)
+            if len(journal) > 1000 and not run.draining:
+                run.drain(grace=2.5)
+    summary = run.summary
+    held: int = summary.held
+    return held + summary.not_sent + summary.interrupted
 
 
 async def from_queue(client: OsviClient, queue: asyncio.Queue[tuple[str, str]]) -> int:
