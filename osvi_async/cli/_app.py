@@ -1,19 +1,21 @@
 """The `osvi-async` commands: parse arguments, build the client, run one coroutine, map errors.
 
-Exit codes: 0 success; 1 the API refused or failed (for `bulk`: any item failed); 2 usage
-errors and invalid input; 3 the API could not be reached; 130 interrupted. Errors are one line
-on stderr, never a traceback, and never contain the token.
+Exit codes: 0 success; 1 the API refused or failed (for `bulk`: an item failed or was held);
+2 usage errors and invalid input; 3 the API could not be reached; 130 interrupted (SIGINT);
+143 stopped by SIGTERM. Errors are one line on stderr, never a traceback, and never contain
+the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import sys
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import IO, Any, Final, ParamSpec, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -29,17 +31,30 @@ from osvi_async.cli._bulk_io import (
     InputError,
     InputFormat,
     Record,
-    ReportWriter,
     detect_format,
     open_text,
-    read_done,
     read_records,
 )
 from osvi_async.cli._bulk_run import BulkCounts, run_bulk
 from osvi_async.cli._demo import DemoSettings, run_demo
 from osvi_async.cli._progress import BulkProgress
+from osvi_async.cli._report import (
+    InputIdentity,
+    ReportState,
+    ReportWriter,
+    identify_input,
+    read_report,
+)
+from osvi_async.cli._signals import (
+    GracefulStop,
+    exit_code,
+    interrupt_signal,
+    signal_name,
+    terminate_like_interrupt,
+)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -124,30 +139,67 @@ def inject(
             click.echo(f"{number}. {entry}")
 
 
+def _stops_on_signals(command: Callable[P, None]) -> Callable[P, None]:
+    """SIGINT or SIGTERM outside the run's own handlers: one line and exit 130 or 143."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        terminate_like_interrupt()  # a SIGTERM before the loop runs ends like Ctrl+C
+        try:
+            command(*args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            signum = interrupt_signal(interrupt)
+            raise _fail(
+                f"stopped by {signal_name(signum)}; run again with --resume to finish",
+                exit_code(signum),
+            ) from None
+
+    return wrapper
+
+
 @main.command()
 @click.argument("input_path", metavar="INPUT")
 @click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Max requests/s.")
 @click.option("--report", type=click.Path(path_type=Path), help="JSONL report.")
-@click.option("--resume", is_flag=True, help="Skip items the report already marks ok.")
+@click.option("--resume", is_flag=True, help="Send only what the report lacks or left undone.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight items get to finish after SIGINT or SIGTERM.",
+)
 @click.option("--format", "input_format", type=click.Choice(["auto", "jsonl", "csv"]))
 @click.option("--token", envvar="OSVI_API_TOKEN", show_envvar=False, help=_TOKEN_HELP)
 @click.option("--base-url", envvar="OSVI_BASE_URL", show_envvar=False, help=_URL_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0)
+@_stops_on_signals
 def bulk(
     input_path: str,
     concurrency: int,
     rate: float | None,
     report: Path | None,
     resume: bool,
+    grace: float,
     input_format: str | None,
     token: str | None,
     base_url: str | None,
     timeout: float,
 ) -> None:
-    """Inject every item of INPUT (JSON Lines or CSV with session_id,context; - for stdin)."""
+    """Inject every item of INPUT (JSON Lines or CSV with session_id,context; - for stdin).
+
+    SIGINT (Ctrl+C) or SIGTERM stops it gracefully: nothing new is sent, items in flight get
+    --grace seconds to finish, the report and summary are written (exit 130 or 143). A
+    second signal stops at once.
+    """
     if resume and report is None:
         raise _fail("--resume needs --report FILE", EXIT_USAGE)
+    if resume and input_path == "-":
+        raise _fail(
+            "--resume needs INPUT as a file: stdin cannot be checked against the report",
+            EXIT_USAGE,
+        )
     try:
         stream = open_text(input_path)
     except InputError as error:
@@ -165,59 +217,87 @@ def bulk(
             records = read_records(itertools.chain([first], stream), fmt, max_context_bytes=limit)
         except InputError as error:
             raise _fail(str(error), EXIT_USAGE) from None
-        if report is not None:
-            _check_report_writable(report)
-        done = read_done(report) if resume and report is not None else bytearray()
+        identity = _identify(input_path, fmt, limit)
+        state, writer = _open_report(report, identity, resume=resume)
+        to_send = None
+        if identity is not None:
+            done, final = state.settled(identity.records) if state is not None else (0, 0)
+            to_send = identity.records - done - final
+        counts = BulkCounts(to_send=to_send)
         console = Console(stderr=True)
-        total = _count(input_path, fmt, limit)
-        report_stream = report.open("a", encoding="utf-8") if report is not None else None
+        stop = GracefulStop(grace, notice=console.print)
         try:
-            writer = ReportWriter(report_stream) if report_stream is not None else None
-            with BulkProgress(console, total, description="injecting") as progress:
-                counts = run_coroutine(
+            with BulkProgress(console, counts, to_send, description="injecting") as progress:
+                run_coroutine(
                     _bulk_main(
                         client,
                         records,
                         writer=writer,
-                        done=done,
+                        resume=state,
+                        counts=counts,
                         progress=progress,
                         concurrency=concurrency,
                         rate=rate,
+                        stop=stop,
                     )
                 )
-        except KeyboardInterrupt:
-            raise _fail(
-                "interrupted; run again with --resume to finish", EXIT_INTERRUPTED
-            ) from None
+        except OSError as error:
+            raise _fail(f"cannot write report {report}: {error.strerror}", EXIT_USAGE) from None
         finally:
-            if report_stream is not None:
-                report_stream.close()
-    console.print(
-        f"{counts.ok} ok, {counts.failed} failed, {counts.skipped} skipped (already done), "
-        f"{counts.retries} retries"
-    )
-    if counts.failed:
-        raise click.exceptions.Exit(EXIT_FAILED)
+            if writer is not None:
+                writer.close()
+    console.print(counts.summary(stop))
+    code = counts.exit_code(stop)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
-def _count(input_path: str, fmt: InputFormat, limit: int) -> int | None:
-    """The progress bar's total: INPUT's records, malformed ones included (None for stdin)."""
+def _identify(input_path: str, fmt: InputFormat, limit: int) -> InputIdentity | None:
+    """The input's SHA-256 and record count, in one pass (None for stdin: read only once)."""
     if input_path == "-":
         return None
-    try:
-        with open_text(input_path) as text:
+
+    def count(text: IO[str]) -> int:
+        try:
             return sum(1 for _ in read_records(text, fmt, max_context_bytes=limit))
-    except InputError:
-        return None
+        except InputError:
+            return 0
 
-
-def _check_report_writable(report: Path) -> None:
-    """Refuse a report that cannot be appended to before anything is sent (creates it)."""
     try:
-        with report.open("a", encoding="utf-8"):
-            pass
+        return identify_input(Path(input_path), count)
     except OSError as error:
+        raise _fail(f"cannot read {input_path}: {error.strerror}", EXIT_USAGE) from None
+
+
+def _open_report(
+    report: Path | None, identity: InputIdentity | None, *, resume: bool
+) -> tuple[ReportState | None, ReportWriter | None]:
+    """Read (and repair) the report, check it belongs to this input, open it for appending.
+
+    Returns what --resume reads from it (None without --resume) and the writer (None without
+    --report). Any problem is exit 2 with one line, before anything is sent.
+    """
+    if report is None:
+        return None, None
+    try:
+        state = read_report(report)
+        for warning in state.warnings:
+            click.echo(warning, err=True)
+        writer = ReportWriter(report)
+    except OSError as error:
+        raise _fail(f"cannot use the report {report}: {error.strerror}", EXIT_USAGE) from None
+    try:
+        if writer.empty:
+            writer.write_header(identity)
+            return (state if resume else None), writer
+    except OSError as error:
+        writer.close()
         raise _fail(f"cannot write the report {report}: {error.strerror}", EXIT_USAGE) from None
+    problem = state.problem_with(identity)
+    if problem is not None:
+        writer.close()
+        raise _fail(f"the report {report} {problem}; use another --report path", EXIT_USAGE)
+    return (state if resume else None), writer
 
 
 async def _bulk_main(
@@ -225,21 +305,26 @@ async def _bulk_main(
     records: Iterable[Record],
     *,
     writer: ReportWriter | None,
-    done: bytearray,
+    resume: ReportState | None,
+    counts: BulkCounts,
     progress: BulkProgress,
     concurrency: int,
     rate: float | None,
+    stop: GracefulStop,
 ) -> BulkCounts:
-    async with client:
-        return await run_bulk(
-            client,
-            records,
-            report=writer,
-            done=done,
-            progress=progress,
-            concurrency=concurrency,
-            rate_limit=rate,
-        )
+    with stop.installed():
+        async with client:
+            return await run_bulk(
+                client,
+                records,
+                report=writer,
+                resume=resume,
+                counts=counts,
+                progress=progress,
+                concurrency=concurrency,
+                rate_limit=rate,
+                stop=stop,
+            )
 
 
 @main.command(

@@ -1,4 +1,4 @@
-"""Reading bulk input files and writing the per-item report, for `osvi-async bulk`.
+"""Reading bulk input files, for `osvi-async bulk` (the report is in `_report`).
 
 Input is JSON Lines (`{"session_id": ..., "context": ...}` per line) or CSV with those two
 columns, from a file or stdin. Each *record* (a non-blank JSON line, or a CSV row after the
@@ -27,7 +27,7 @@ from typing import IO, Final, Literal
 
 import attrs
 
-from osvi_async import APIStatusError, InjectOutcome, InjectRequest, OsviError
+from osvi_async import InjectRequest
 
 InputFormat = Literal["jsonl", "csv"]
 
@@ -200,85 +200,6 @@ def _csv_records(
         else:
             request = InjectRequest(session_id=row[sid_at].strip(), context=row[context_at])
             yield Record(index, line_number, request)
-
-
-def read_done(report: Path) -> bytearray:
-    """Indexes whose last report line says ok, as a bitmap (1 bit per record)."""
-    done = bytearray()
-    if not report.exists():
-        return done
-    with report.open(encoding="utf-8") as stream:
-        for line in stream:
-            try:
-                entry = json.loads(line)
-                index, ok = int(entry["index"]), bool(entry["ok"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash
-            if index < 0:
-                continue
-            byte, bit = divmod(index, 8)
-            if byte >= len(done):
-                done.extend(bytes(byte - len(done) + 1))
-            if ok:
-                done[byte] |= 1 << bit
-            else:
-                done[byte] &= ~(1 << bit) & 0xFF
-    return done
-
-
-def is_done(done: bytearray, index: int) -> bool:
-    """Whether the bitmap from `read_done` marks `index` as already successful."""
-    byte, bit = divmod(index, 8)
-    return byte < len(done) and bool(done[byte] >> bit & 1)
-
-
-def error_code(error: OsviError | None) -> str | None:
-    """A short, stable code for the report: the API's code, else the error class."""
-    if error is None:
-        return None
-    if isinstance(error, APIStatusError) and error.code is not None:
-        return error.code
-    return type(error).__name__
-
-
-class ReportWriter:
-    """Appends one JSON line per item and flushes it at once."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-
-    def write_outcome(self, record: Record, outcome: InjectOutcome) -> None:
-        """Record how a sent (or refused) item ended."""
-        self._write(
-            {
-                "index": record.index,
-                "line": record.line,
-                "session_id": record.request.session_id if record.request else None,
-                "ok": outcome.ok,
-                "attempts": outcome.attempts,
-                "possible_duplicate": bool(outcome.result and outcome.result.possible_duplicate),
-                "error": error_code(outcome.error),
-                "message": str(outcome.error) if outcome.error is not None else None,
-            }
-        )
-
-    def write_unreadable(self, record: Record) -> None:
-        """Record an input line that could not be read as an item."""
-        self._write(
-            {
-                "index": record.index,
-                "line": record.line,
-                "session_id": None,
-                "ok": False,
-                "attempts": 0,
-                "error": "malformed_input",
-                "message": record.problem,
-            }
-        )
-
-    def _write(self, entry: dict[str, object]) -> None:
-        self._stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._stream.flush()
 
 
 def open_text(path: str) -> IO[str]:

@@ -1,26 +1,205 @@
-"""Drive one `inject_many` run from input records, writing the report as outcomes arrive."""
+"""Drive one `inject_many` run from input records, journaling it in the report as it goes.
+
+Every record ends in exactly one of the counters of `BulkCounts`, and (with a report) every
+record sent has an intent line before its first byte goes out and an outcome line once it
+ends, so a later `--resume` knows what is done, what is final and what may have been applied.
+"""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from osvi_async import InjectOutcome, InjectRequest, OsviClient
-from osvi_async.cli._bulk_io import Record, ReportWriter, is_done
+from osvi_async import InjectOutcome, InjectRequest, ItemHeldError, OsviClient, RunStoppedError
+from osvi_async._bulk import refused_for_good
+from osvi_async.cli._bulk_io import Record
 from osvi_async.cli._progress import BulkProgress
+from osvi_async.cli._report import ReportState, ReportWriter
+from osvi_async.cli._signals import GracefulStop, exit_code, signal_name
+
+EXIT_OK = 0
+EXIT_FAILED = 1
 
 
 @attrs.define
 class BulkCounts:
-    """What a bulk command did, for its exit code and closing line."""
+    """What a bulk command did; the one place its totals live (progress and summary read it).
+
+    Attributes:
+        ok: Items accepted in this run.
+        failed: Items that failed in this run (malformed records included).
+        held: Items not sent because an earlier item of their session failed.
+        stopped: Items a stop ended: not sent, or cut off in flight.
+        maybe_applied: Of the failed, held and stopped, those that may have been applied.
+        possible_duplicates: Of the ok, those flagged `possible_duplicate`.
+        skipped: Records the report already marks done (not sent again).
+        final: Records the report marks failed for good (not sent again).
+        to_send: Records this run meant to send, when the input's size is known.
+        retries: Extra HTTP attempts across the run.
+        unread: True when the run stopped before reading all its input.
+        read: Records this run read from the input to send (malformed ones included).
+        stopped_unsent: Of the stopped, those certainly not sent.
+    """
 
     ok: int = 0
     failed: int = 0
+    held: int = 0
+    stopped: int = 0
+    maybe_applied: int = 0
+    possible_duplicates: int = 0
     skipped: int = 0
+    final: int = 0
+    to_send: int | None = None
     retries: int = 0
-    not_sent: int = 0
-    interrupted: int = 0
+    unread: bool = False
+    read: int = 0
+    stopped_unsent: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Items of this run that have an outcome."""
+        return self.ok + self.failed + self.held + self.stopped
+
+    @property
+    def not_sent(self) -> int:
+        """Items of this run certainly not sent: stopped before sending, or never read."""
+        never_read = 0
+        if self.unread and self.to_send is not None:
+            never_read = max(0, self.to_send - self.read)
+        return self.stopped_unsent + never_read
+
+    def count(self, outcome: InjectOutcome) -> None:
+        """Count one item's outcome."""
+        error = outcome.error
+        self.retries += max(0, outcome.attempts - 1)
+        if outcome.ok:
+            self.ok += 1
+            self.possible_duplicates += bool(outcome.result and outcome.result.possible_duplicate)
+            return
+        if isinstance(error, ItemHeldError):
+            self.held += 1
+        elif isinstance(error, RunStoppedError):
+            self.stopped += 1
+            self.stopped_unsent += not error.request_sent
+        else:
+            self.failed += 1
+        if error is not None and error.may_have_been_applied:
+            self.maybe_applied += 1
+
+    def exit_code(self, stop: GracefulStop | None) -> int:
+        """130/143 after a stop signal (unless all was done anyway); 1 if anything is left."""
+        left = self.failed or self.held or self.stopped or self.final or self.unread
+        if stop is not None and stop.signum is not None and left:
+            return exit_code(stop.signum)
+        return EXIT_FAILED if left else EXIT_OK
+
+    def summary(self, stop: GracefulStop | None) -> str:
+        """The closing line."""
+        if stop is not None and stop.signum is not None and self.exit_code(stop) != EXIT_OK:
+            how = "at once" if stop.signals > 1 else "after in-flight items finished"
+            return (
+                f"stopped by {signal_name(stop.signum)} ({how}): {self.ok} ok, "
+                f"{self.failed} failed, {self.held} held, {self.not_sent} not sent, "
+                f"{self.maybe_applied} may have been applied; run again with --resume"
+            )
+        line = (
+            f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped (already done), "
+            f"{self.held} held, {self.final} final (not resent), {self.retries} retries"
+        )
+        if self.maybe_applied:
+            line += f", {self.maybe_applied} may have been applied"
+        if self.possible_duplicates:
+            line += f", {self.possible_duplicates} possible duplicates"
+        if self.held or self.failed:
+            line += "; run again with --resume to retry what failed"
+        return line
+
+
+class _Journal:
+    """Turns records into requests and outcomes into report lines, mapping the two indexes.
+
+    `inject_many` numbers only the requests it is given; records already done, final or
+    malformed are not given to it, so each request's position is mapped back to its record.
+    """
+
+    def __init__(
+        self,
+        *,
+        report: ReportWriter | None,
+        resume: ReportState | None,
+        counts: BulkCounts,
+        progress: BulkProgress,
+        on_outcome: Callable[[Record, InjectOutcome], None] | None,
+    ) -> None:
+        self.report = report
+        self.resume = resume
+        self.counts = counts
+        self.progress = progress
+        self.on_outcome = on_outcome
+        self.exhausted = False
+        self._by_position: dict[int, Record] = {}  # open items only
+        self._failed_at: dict[int, int] = {}  # position -> record index, of failed items
+
+    def requests(self, records: Iterable[Record]) -> Iterator[InjectRequest]:
+        """The requests to send, lazily; skips and reports records that are not sent."""
+        position = 0
+        resume, counts = self.resume, self.counts
+        for record in records:
+            if resume is not None and resume.is_done(record.index):
+                counts.skipped += 1
+                continue
+            if resume is not None and resume.is_final(record.index):
+                counts.final += 1
+                continue
+            counts.read += 1
+            if record.request is None:
+                if self.report is not None:
+                    self.report.write_unreadable(
+                        index=record.index, line=record.line, problem=record.problem
+                    )
+                counts.failed += 1
+                self.progress.refresh_soon()
+                continue
+            request = record.request
+            if resume is not None and resume.may_have_been_applied(record.index):
+                request = attrs.evolve(request, may_have_been_applied=True)
+            self._by_position[position] = record
+            position += 1
+            yield request
+        self.exhausted = True
+
+    def on_send(self, position: int) -> None:
+        """inject_many's hook before an item's first byte goes out: the intent line."""
+        if self.report is not None:
+            self.report.write_intent(self._by_position[position].index)
+
+    def finish(self, outcome: InjectOutcome) -> None:
+        """Report and count one outcome."""
+        record = self._by_position.pop(outcome.index)
+        error = outcome.error
+        waiting_for: int | None = None
+        if isinstance(error, ItemHeldError):
+            waiting = self._by_position.get(error.waiting_for)
+            waiting_for = (
+                waiting.index if waiting is not None else self._failed_at.get(error.waiting_for)
+            )
+        elif not outcome.ok:
+            self._failed_at[outcome.index] = record.index
+        if self.report is not None:
+            self.report.write_outcome(
+                index=record.index,
+                line=record.line,
+                session_id=record.request.session_id if record.request else None,
+                outcome=outcome,
+                refused_for_good=error is not None and refused_for_good(error),
+                waiting_for=waiting_for,
+            )
+        if self.on_outcome is not None:
+            self.on_outcome(record, outcome)
+        self.counts.count(outcome)
+        self.progress.refresh_soon()
 
 
 async def run_bulk(
@@ -28,60 +207,46 @@ async def run_bulk(
     records: Iterable[Record],
     *,
     report: ReportWriter | None,
-    done: bytearray,
+    resume: ReportState | None,
+    counts: BulkCounts,
     progress: BulkProgress,
     concurrency: int,
     rate_limit: float | None,
+    stop: GracefulStop | None = None,
     on_outcome: Callable[[Record, InjectOutcome], None] | None = None,
 ) -> BulkCounts:
-    """Send every record not already done; each one ends up in the report exactly once.
+    """Send every record not already done or final; each one sent gets one outcome line.
 
-    Unreadable records are reported (and counted as failed) as they are read. If the run is
-    interrupted, items that were pulled but did not finish are reported as failed too, so
-    `--resume` sends them again; items never pulled have no line and are sent by `--resume`.
+    Unreadable records are reported (and counted as failed) as they are read. A record whose
+    earlier send may have applied it is resent with `may_have_been_applied`, so its outcome
+    carries `possible_duplicate` when the bucket cannot rule a duplicate out. If the run is
+    stopped, items that did not finish are reported as stopped (saying whether they may have
+    been applied), and records never read have no line: `--resume` sends them.
     """
-    counts = BulkCounts()
-    by_position: dict[int, Record] = {}  # inject_many's index -> record; only open items
-
-    def requests() -> Iterator[InjectRequest]:
-        position = 0
-        for record in records:
-            if is_done(done, record.index):
-                counts.skipped += 1
-                continue
-            if record.request is None:
-                if report is not None:
-                    report.write_unreadable(record)
-                counts.failed += 1
-                progress.record(ok=False)
-                continue
-            by_position[position] = record
-            position += 1
-            yield record.request
-
-    def finish(outcome: InjectOutcome) -> None:
-        record = by_position.pop(outcome.index)
-        if report is not None:
-            report.write_outcome(record, outcome)
-        if on_outcome is not None:
-            on_outcome(record, outcome)
-        retries = max(0, outcome.attempts - 1)
-        counts.retries += retries
-        if outcome.ok:
-            counts.ok += 1
-        else:
-            counts.failed += 1
-        progress.record(ok=outcome.ok, retries=retries)
-
-    run = client.inject_many(requests(), concurrency=concurrency, rate_limit=rate_limit)
+    journal = _Journal(
+        report=report, resume=resume, counts=counts, progress=progress, on_outcome=on_outcome
+    )
+    run = client.inject_many(
+        journal.requests(records),
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        on_send=journal.on_send if report is not None else None,
+    )
+    if stop is not None:
+        stop.attach(run)
     try:
         async with run:
             async for outcome in run:
-                finish(outcome)
+                journal.finish(outcome)
     finally:
         for outcome in run.leftovers:
-            finish(outcome)
-        summary = run.summary
-        counts.not_sent = summary.not_sent
-        counts.interrupted = summary.interrupted
+            journal.finish(outcome)
+        counts.unread = not journal.exhausted
     return counts
+
+
+def stopped_before_start(signum: int) -> str:
+    """The closing line when a signal came before anything was sent."""
+    name = signal_name(signum)
+    hint = "interrupted" if signum == signal.SIGINT else "stopped"
+    return f"{hint} by {name} before anything was sent; run again (with --resume) to send"

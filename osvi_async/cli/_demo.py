@@ -16,7 +16,7 @@ from rich.table import Table
 
 from osvi_async import InjectOutcome, OsviClient, RetryPolicy
 from osvi_async.cli._bulk_io import Record
-from osvi_async.cli._bulk_run import run_bulk
+from osvi_async.cli._bulk_run import BulkCounts, run_bulk
 from osvi_async.cli._progress import BulkProgress
 from osvi_async.models import InjectRequest
 from osvi_async.testing import FaultKind, FaultPlan, OsviEmulator
@@ -75,12 +75,16 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
                 if outcome.ok:
                     accepted.add(record.index)
 
-            with BulkProgress(console, settings.entries, description="injecting") as progress:
-                counts = await run_bulk(
+            counts = BulkCounts(to_send=settings.entries)
+            with BulkProgress(
+                console, counts, settings.entries, description="injecting"
+            ) as progress:
+                await run_bulk(
                     client,
                     records,
                     report=None,
-                    done=bytearray(),
+                    resume=None,
+                    counts=counts,
                     progress=progress,
                     concurrency=settings.concurrency,
                     rate_limit=None,

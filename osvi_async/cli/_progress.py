@@ -1,10 +1,15 @@
-"""The live progress bar of bulk runs: done/total, rate, ok, failed, retries (on stderr)."""
+"""The live progress bar of bulk runs: done/total, rate, ok, failed, held, retries (stderr).
+
+It reads the run's one `BulkCounts` (totals are counted once, in the run) and redraws at
+most 10 times a second. Its total is what this run means to send: records already done or
+final in the report are not part of it, so a resumed run's bar ends at its total.
+"""
 
 from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Final, Self
 
 from rich.console import Console
 from rich.progress import (
@@ -16,15 +21,21 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+if TYPE_CHECKING:
+    from osvi_async.cli._bulk_run import BulkCounts
+
+_REFRESH_SECONDS: Final = 0.1
+
 
 class BulkProgress:
-    """Counts outcomes and shows them; refreshes at most 10 times a second."""
+    """Shows a `BulkCounts` as it changes."""
 
-    def __init__(self, console: Console, total: int | None, *, description: str) -> None:
-        self.ok = 0
-        self.failed = 0
-        self.retries = 0
+    def __init__(
+        self, console: Console, counts: BulkCounts, total: int | None, *, description: str
+    ) -> None:
+        self._counts = counts
         self._started = time.monotonic()
+        self._shown_at = 0.0
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -32,6 +43,7 @@ class BulkProgress:
             TextColumn("{task.fields[rate]:>8.0f}/s"),
             TextColumn(
                 "[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] "
+                "[magenta]{task.fields[held]} held[/] {task.fields[stopped]} stopped "
                 "[yellow]{task.fields[retries]} retries[/]"
             ),
             TimeElapsedColumn(),
@@ -40,34 +52,30 @@ class BulkProgress:
             transient=False,
         )
         self._task: TaskID = self._progress.add_task(
-            description, total=total, ok=0, failed=0, retries=0, rate=0.0
+            description, total=total, ok=0, failed=0, held=0, stopped=0, retries=0, rate=0.0
         )
 
-    @property
-    def done(self) -> int:
-        """Items finished so far."""
-        return self.ok + self.failed
-
-    def record(self, *, ok: bool, retries: int = 0) -> None:
-        """Count one finished item."""
-        if ok:
-            self.ok += 1
-        else:
-            self.failed += 1
-        self.retries += retries
-        if self.done % 64 == 0:
+    def refresh_soon(self) -> None:
+        """Redraw if the last redraw is more than a tenth of a second old."""
+        now = time.monotonic()
+        if now - self._shown_at >= _REFRESH_SECONDS:
+            self._shown_at = now
             self.refresh()
 
     def refresh(self) -> None:
         """Push the counters to the display."""
+        counts = self._counts
+        done = counts.ok + counts.failed + counts.held  # stopped items are not done
         elapsed = time.monotonic() - self._started
         self._progress.update(
             self._task,
-            completed=self.done,
-            ok=self.ok,
-            failed=self.failed,
-            retries=self.retries,
-            rate=self.done / elapsed if elapsed > 0 else 0.0,
+            completed=done,
+            ok=counts.ok,
+            failed=counts.failed,
+            held=counts.held,
+            stopped=counts.stopped,
+            retries=counts.retries,
+            rate=done / elapsed if elapsed > 0 else 0.0,
         )
 
     def __enter__(self) -> Self:

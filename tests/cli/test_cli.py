@@ -138,9 +138,8 @@ async def test_bulk_jsonl_with_malformed_lines(osvi_emulator: OsviEmulator, tmp_
     assert result.code == 1
     assert osvi_emulator.applied(a) == ("a1", "a2")
     assert osvi_emulator.applied(b) == ("b1",)
-    entries = sorted(
-        (json.loads(line) for line in report.read_text().splitlines()), key=lambda e: e["index"]
-    )
+    lines_read = (json.loads(line) for line in report.read_text().splitlines())
+    entries = sorted((e for e in lines_read if "ok" in e), key=lambda e: e["index"])
     assert [(e["index"], e["line"], e["ok"]) for e in entries] == [
         (0, 1, True),
         (1, 2, False),
@@ -176,10 +175,10 @@ async def test_bulk_from_stdin(osvi_emulator: OsviEmulator) -> None:
     assert osvi_emulator.applied(session) == tuple(f"s{i}" for i in range(5))
 
 
-async def test_bulk_resume_sends_only_what_failed(
+async def test_bulk_resume_does_not_resend_what_was_refused_for_good(
     osvi_emulator: OsviEmulator, tmp_path: Path
 ) -> None:
-    """After a run where one session refused, --resume sends only that session's items."""
+    """An engine refusal is final: the session's later item still goes, --resume resends none."""
     good, flaky = osvi_emulator.create_session(), osvi_emulator.create_session()
     osvi_emulator.fault_plan.script(flaky, ["engine_rejected"])
     items = [(good, "g1"), (flaky, "f1"), (good, "g2"), (flaky, "f2")]
@@ -193,11 +192,10 @@ async def test_bulk_resume_sends_only_what_failed(
     second = await osvi(
         "bulk", str(source), "--report", str(report), "--resume", emulator=osvi_emulator
     )
-    assert second.code == 0, second.err
-    assert osvi_emulator.stats.requests_total == received + 1
-    assert osvi_emulator.applied(flaky) == ("f2", "f1")
+    assert second.code == 1, second.err
+    assert osvi_emulator.stats.requests_total == received
     assert osvi_emulator.applied(good) == ("g1", "g2")
-    assert "1 ok, 0 failed, 3 skipped" in second.err
+    assert "0 ok, 0 failed, 3 skipped (already done), 0 held, 1 final (not resent)" in second.err
 
 
 async def test_bulk_usage_errors(tmp_path: Path) -> None:

@@ -1,0 +1,115 @@
+"""SIGINT and SIGTERM stop `osvi-async bulk` gracefully; a second signal stops it at once.
+
+Real signals to a real process, against the emulator with latency so items are in flight
+when the signal lands.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from osvi_async import InjectRequest
+from osvi_async.testing import FaultPlan, OsviEmulator
+from tests.chaos._cli import (
+    STOP_CODES,
+    judge,
+    last_outcomes,
+    report_entries,
+    run_bulk_cli,
+    start_bulk,
+    wait_for_outcomes,
+    wait_for_stderr,
+    write_input,
+)
+
+SESSIONS = 40
+ITEMS = 800
+
+
+def _items(emulator: OsviEmulator, tag: str) -> list[InjectRequest]:
+    sessions = [emulator.create_session() for _ in range(SESSIONS)]
+    return [InjectRequest(sessions[i % SESSIONS], f"{tag} {i}") for i in range(ITEMS)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_signal_drains_then_resume_completes_without_duplicates(
+    osvi_emulator: OsviEmulator, tmp_path: Path, signum: int
+) -> None:
+    """A signal mid-run: in-flight items finish, exit 130/143, one summary line; resume: 0 dups."""
+    osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=(0.02, 0.06))
+    items = _items(osvi_emulator, signal.Signals(signum).name)
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    write_input(source, items)
+    cli = await start_bulk(
+        osvi_emulator, tmp_path, str(source), "--report", str(report), "--concurrency", "16"
+    )
+    assert await wait_for_outcomes(cli, report, 50)
+    cli.send(signum)
+    code = await cli.wait()
+    stderr = cli.stderr
+    assert code == STOP_CODES[signum], stderr
+    assert "Traceback" not in stderr
+    assert f"stopped by {signal.Signals(signum).name}" in stderr
+    assert "run again with --resume" in stderr
+    # Every item that was sent has its outcome: the drain let in-flight attempts finish.
+    entries = report_entries(report)
+    sent = {entry["index"] for entry in entries if entry.get("sending")}
+    last = last_outcomes(report)
+    assert sent <= set(last)
+    finished = {i for i, line in last.items() if line["ok"] is True}
+    assert sent == finished
+    unsent = [line for i, line in last.items() if i not in finished]
+    assert all(line["error"] == "RunStoppedError" for line in unsent)
+    assert all(line["may_have_been_applied"] is False for line in unsent)
+    assert len(finished) < ITEMS
+
+    code, stderr = await run_bulk_cli(
+        osvi_emulator, tmp_path, str(source), "--report", str(report), "--resume"
+    )
+    assert code == 0, stderr
+    assert f"{ITEMS - len(finished)} ok, 0 failed, {len(finished)} skipped" in stderr
+    verdict = judge(osvi_emulator, items, report)
+    assert (verdict.lost, verdict.duplicates, verdict.out_of_order) == ([], [], [])
+    assert verdict.missing == []
+    assert verdict.applied == ITEMS
+
+
+async def test_second_signal_stops_at_once(osvi_emulator: OsviEmulator, tmp_path: Path) -> None:
+    """With answers slower than any wait, a second SIGINT ends the run at once, flagged."""
+    osvi_emulator.fault_plan = FaultPlan(latency=0.2, latency_seconds=30.0)
+    items = _items(osvi_emulator, "twice")
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    write_input(source, items)
+    cli = await start_bulk(
+        osvi_emulator,
+        tmp_path,
+        str(source),
+        "--report",
+        str(report),
+        "--concurrency",
+        "16",
+        "--grace",
+        "60",
+    )
+    assert await wait_for_outcomes(cli, report, 20)
+    cli.send(signal.SIGINT)
+    assert await wait_for_stderr(cli, "SIGINT: stopping;")  # seen: two signals never merge
+    cli.send(signal.SIGINT)
+    code = await cli.wait(timeout=15)  # far less than the grace or the latency
+    stderr = cli.stderr
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert "stopped by SIGINT (at once)" in stderr
+    last = last_outcomes(report)
+    sent = {entry["index"] for entry in report_entries(report) if entry.get("sending")}
+    assert sent <= set(last)
+    stopped = {i: line for i, line in last.items() if line["error"] == "RunStoppedError"}
+    cut = [i for i in stopped if i in sent]
+    assert cut, "the slow items in flight were cut off"
+    assert all(stopped[i]["may_have_been_applied"] is True for i in cut)
+    assert all(
+        line["may_have_been_applied"] is False for i, line in stopped.items() if i not in sent
+    )
