@@ -138,7 +138,9 @@ class Transport:
             # Certificate not trusted, or the port does not speak TLS (WRONG_VERSION_NUMBER):
             # the same handshake fails the same way, so this is never retried.
             failure: APIConnectionError = TLSHandshakeError(
-                f"TLS handshake with {exc.host}:{exc.port} failed: {exc}", request_sent=False
+                f"TLS handshake with {exc.host}:{exc.port} failed ({exc.os_error}): check that "
+                "base_url names an https port and that its certificate is trusted",
+                request_sent=False,
             )
             cause: BaseException | None = exc
         except aiohttp.ClientConnectorError as exc:

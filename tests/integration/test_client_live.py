@@ -16,6 +16,7 @@ from osvi_async import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
+    ClientValidationError,
     EngineError,
     EngineRejectedError,
     NotFoundError,
@@ -328,3 +329,64 @@ async def test_gzip_bomb_is_refused(
     async with OsviClient("0123456789abcdef", base_url=base_url) as client:
         with pytest.raises(ResponseDecodeError, match="larger than"):
             await client.inject_context("4718a326-417b-4dda-90d0-21fd65a11cb8", "x")
+
+
+async def test_success_for_another_session_is_a_decode_error_sent_once() -> None:
+    """A server answering 200 for another session: ResponseDecodeError, one request, no retry."""
+    asked = "4718a326-417b-4dda-90d0-21fd65a11cb8"
+    other = "0b5e3c1a-9f2d-4c7e-8a61-3d2f1e0c9b8a"
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.match_info["id"])
+        return web.json_response({"success": True, "data": {"session_id": other, "context": []}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with OsviClient(
+            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", retry=FAST_RETRY
+        ) as client:
+            with pytest.raises(ResponseDecodeError, match=other) as caught:
+                await client.inject_context(asked.upper(), "x")
+    finally:
+        await runner.cleanup()
+    assert seen == [asked.upper()]
+    assert caught.value.may_have_been_applied is True
+
+
+async def test_same_session_in_other_case_is_accepted(
+    live_client: OsviClient, osvi_emulator: OsviEmulator
+) -> None:
+    """The emulator answers with its own spelling of the id; case alone is no mismatch."""
+    session_id = osvi_emulator.create_session()
+    result = await live_client.inject_context(session_id.upper(), "x")
+    assert result.session_id.lower() == session_id.lower()
+    assert osvi_emulator.applied(session_id) == ("x",)
+
+
+FIFTY_MB = 50 * 1024 * 1024
+
+
+async def test_a_50_mb_context_is_refused_before_sending(
+    live_client: OsviClient, osvi_emulator: OsviEmulator
+) -> None:
+    """inject_context and inject_many refuse it naming both sizes; the server saw nothing."""
+    session_id = osvi_emulator.create_session()
+    huge = "x" * FIFTY_MB
+    with pytest.raises(ClientValidationError) as caught:
+        await live_client.inject_context(session_id, huge)
+    assert f"{FIFTY_MB} bytes" in str(caught.value)
+    assert "max_context_bytes=1048576" in str(caught.value)
+    async with live_client.inject_many([(session_id, huge), (session_id, "small")]) as run:
+        outcomes = sorted([outcome async for outcome in run], key=lambda o: o.index)
+    assert isinstance(outcomes[0].error, ClientValidationError)
+    assert f"{FIFTY_MB} bytes" in str(outcomes[0].error)
+    assert outcomes[0].error.may_have_been_applied is False
+    assert run.summary.invalid == 1
+    assert osvi_emulator.applied(session_id) == ("small",)
+    assert osvi_emulator.requests_for(session_id) == 1

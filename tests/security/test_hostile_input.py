@@ -167,3 +167,32 @@ async def test_unicode_contexts_round_trip_byte_exact(context: str) -> None:
         [stored] = emulator.applied(session)
         assert stored.encode("utf-8") == context.encode("utf-8")
         assert result.context[-1] == context
+
+
+class FormatsAsTraversal(str):
+    """A session id whose formatting and str() put a traversal into any URL built from it."""
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        return "../../admin%2F"
+
+    def __str__(self) -> str:
+        return "../../admin%2F"
+
+
+async def test_str_subclass_session_id_reaches_the_real_session_path() -> None:
+    """A str subclass with its own __format__: the server sees the real UUID path, once."""
+    async with OsviEmulator() as emulator:
+        session = emulator.create_session()
+        async with OsviClient(
+            emulator.api_token, base_url=emulator.base_url, retry=RetryPolicy.none()
+        ) as client:
+            result = await client.inject_context(FormatsAsTraversal(session), "entry")
+            async with client.inject_many([(FormatsAsTraversal(session), "bulk entry")]) as run:
+                outcomes = [outcome async for outcome in run]
+        assert emulator.applied(session) == ("entry", "bulk entry")
+        assert emulator.requests_for(session) == 2
+        assert emulator.stats.requests_total == 2
+    assert result.context == ("entry",)
+    assert [outcome.ok for outcome in outcomes] == [True]

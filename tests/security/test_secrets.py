@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 import traceback
+from collections.abc import Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
 from osvi_async import (
     APIConnectionError,
@@ -19,7 +21,7 @@ from osvi_async import (
 )
 from osvi_async._config import ClientConfig
 from osvi_async.testing import FaultPlan, OsviEmulator
-from tests.support import exception_chain
+from tests.support import SESSION_ID, FakeSleep, exception_chain
 
 SECRET = "Sup3rS3cretT0ken"
 
@@ -112,3 +114,78 @@ def test_bad_token_messages_do_not_echo_it() -> None:
             OsviClient(bad)
         assert_secret_absent(caught.value)
         assert bad not in str(caught.value)
+
+
+def echo_headers(request: web.Request) -> str:
+    """The request headers as a proxy debug page would show them, one per line."""
+    return "\n".join(f"{name}: {value}" for name, value in request.headers.items())
+
+
+async def reflect_in_502_json(request: web.Request) -> web.Response:
+    """A 502 whose `error` and `upstream_body` echo the request headers, token included."""
+    await request.read()
+    echoed = echo_headers(request)
+    upstream = {
+        "reason": echoed,
+        "headers": dict(request.headers),
+        "escaped": "\\u0053" + SECRET[1:],
+    }
+    return web.json_response(
+        {"success": False, "error": echoed, "upstream_body": upstream}, status=502
+    )
+
+
+async def reflect_in_502_html(request: web.Request) -> web.Response:
+    """A proxy's HTML 502 page that prints the request headers."""
+    await request.read()
+    return web.Response(text=f"<pre>{echo_headers(request)}</pre>", status=502)
+
+
+async def reflect_in_200_garbage(request: web.Request) -> web.Response:
+    """A 200 that is not JSON and echoes the headers."""
+    await request.read()
+    return web.Response(text=echo_headers(request), status=200)
+
+
+async def reflect_in_200_session_id(request: web.Request) -> web.Response:
+    """A 200 whose data.session_id is the echoed token."""
+    await request.read()
+    data = {"session_id": request.headers["API-Token"] + "\nforged", "context": ["x"]}
+    return web.json_response({"success": True, "data": data})
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [reflect_in_502_json, reflect_in_502_html, reflect_in_200_garbage, reflect_in_200_session_id],
+)
+async def test_a_server_echoing_the_token_never_gets_it_shown(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Echoed headers (token, newlines): not in the error, its attributes, chain or the logs."""
+    caplog.set_level(logging.DEBUG)
+    app = web.Application()
+    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    policy = RetryPolicy(sleep=FakeSleep(), random=lambda: 0.5)
+    try:
+        async with OsviClient(
+            SECRET, base_url=f"http://127.0.0.1:{site.port}", retry=policy
+        ) as client:
+            with pytest.raises(OsviError) as caught:
+                await client.inject_context(SESSION_ID, "x")
+    finally:
+        await runner.cleanup()
+    error = caught.value
+    assert_secret_absent(error)
+    attributes = [getattr(error, name, None) for name in ("body", "code", "upstream_body")]
+    assert SECRET not in repr(attributes)
+    assert "[REDACTED]" in str(error) + repr(attributes)
+    assert "\n" not in str(error)
+    assert SECRET not in caplog.text
+    for record in caplog.records:
+        if record.name == "osvi_async":
+            assert "\n" not in record.getMessage()

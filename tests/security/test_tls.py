@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,9 @@ import pytest
 import trustme
 from aiohttp import web
 
-from osvi_async import APIConnectionError, OsviClient, RetryPolicy
+from osvi_async import OsviClient, RetryPolicy, TLSHandshakeError
+from tests.chaos._servers import RawServer
+from tests.support import FakeSleep
 
 SESSION = "4718a326-417b-4dda-90d0-21fd65a11cb8"
 BODY = {"success": True, "data": {"session_id": SESSION, "context": ["x"]}}
@@ -42,14 +45,40 @@ async def https_url(authority: trustme.CA) -> AsyncIterator[str]:
 
 
 async def test_untrusted_certificate_is_refused(https_url: str) -> None:
-    """The default client verifies certificates: an unknown CA fails before sending."""
+    """The default client verifies certificates: an unknown CA fails before sending, for good."""
+    sleep = FakeSleep()
     async with OsviClient(
-        "0123456789abcdef", base_url=https_url, retry=RetryPolicy.none()
+        "0123456789abcdef", base_url=https_url, retry=RetryPolicy(sleep=sleep)
     ) as client:
-        with pytest.raises(APIConnectionError) as caught:
+        with pytest.raises(TLSHandshakeError) as caught:
             await client.inject_context(SESSION, "x")
-    assert caught.value.request_sent is False
-    assert "certificate" in str(caught.value.__cause__).lower()
+    error = caught.value
+    assert (error.request_sent, error.may_have_been_applied, error.attempts) == (False, False, 1)
+    assert sleep.delays == []
+    assert "certificate" in str(error.__cause__).lower()
+
+
+async def answer_like_plain_http(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer
+) -> None:
+    """What a plain-HTTP server does with a TLS ClientHello: a 400, then hang up."""
+    await reader.read(1024)
+    await server.write(writer, b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+
+
+async def test_https_to_a_plain_http_port_is_tried_once() -> None:
+    """https:// on a plain-HTTP port cannot ever succeed: one connection, TLSHandshakeError."""
+    sleep = FakeSleep()
+    async with RawServer(answer_like_plain_http) as server:
+        url = server.base_url.replace("http://", "https://")
+        async with OsviClient(
+            "0123456789abcdef", base_url=url, retry=RetryPolicy(sleep=sleep)
+        ) as client:
+            with pytest.raises(TLSHandshakeError, match="WRONG_VERSION_NUMBER") as caught:
+                await client.inject_context(SESSION, "x")
+        assert server.connections_opened == 1
+    assert (caught.value.request_sent, caught.value.may_have_been_applied) == (False, False)
+    assert sleep.delays == []
 
 
 async def test_trusted_certificate_works_through_a_borrowed_session(
