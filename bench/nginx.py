@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Final
 
+# $sid echoes the session id of the request: the SDK refuses a 200 naming another session.
 CANNED_BODY: Final = (
-    '{"success":true,"data":{"session_id":"4718a326-417b-4dda-90d0-21fd65a11cb8",'
-    '"context":["Initial context for this chat","Earlier voice call: wants a refund."]}}'
+    '{"success":true,"data":{"session_id":"$sid",'
+    '"context":["Initial context for this chat",'
+    '"Earlier voice call: customer wants a refund and prefers WhatsApp follow-up."]}}'
 )
 
 _CONFIG: Final = """
@@ -36,7 +38,7 @@ http {{
     scgi_temp_path {prefix}/scgi;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        location ~ ^/v1/chat/session/[^/]+/inject_context$ {{
+        location ~ ^/v1/chat/session/(?<sid>[^/]+)/inject_context$ {{
             default_type application/json;
             return 200 '{body}';
         }}

@@ -20,19 +20,24 @@ import osvi_async._transport as transport_module
 from osvi_async import OsviClient
 from osvi_async._transport import RawResponse
 
-ANSWER = (
-    b'{"success":true,"data":{"session_id":"4718a326-417b-4dda-90d0-21fd65a11cb8",'
-    b'"context":["Initial context for this chat","Earlier voice call: wants a refund."]}}'
-)
-CONTEXT = "Earlier voice call: customer wants a refund and prefers WhatsApp follow-up."
 IDS = [str(uuid.UUID(int=n + 1)) for n in range(1000)]
+# The answer names the session asked about: the SDK refuses a 200 for another session.
+ANSWERS = {
+    f"http://127.0.0.1:9/v1/chat/session/{sid}/inject_context": (
+        b'{"success":true,"data":{"session_id":"%s",' % sid.encode()
+        + b'"context":["Initial context for this chat",'
+        + b'"Earlier voice call: customer wants a refund and prefers WhatsApp follow-up."]}}'
+    )
+    for sid in IDS
+}
+CONTEXT = "Earlier voice call: customer wants a refund and prefers WhatsApp follow-up."
 
 
 async def _stub_post(
     self: transport_module.Transport, url: str, body: bytes, *, timeout: float
 ) -> RawResponse:
     await asyncio.sleep(0)
-    return RawResponse(200, ANSWER, None)
+    return RawResponse(200, ANSWERS[url], None)
 
 
 async def single(client: OsviClient, calls: int, concurrency: int) -> None:
