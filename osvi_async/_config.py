@@ -80,15 +80,18 @@ class RetryPolicy:
     A `Retry-After` header, when honoured, replaces that wait (up to `max_retry_after`).
 
     A 502 that the engine marks as a refusal (`EngineRejectedError`) is never retried, nor is
-    any 4xx outside `retry_statuses`, nor a success with an unreadable body.
+    any 4xx outside `retry_statuses` (413 included), nor a success with an unreadable body or
+    for another session, nor a failed TLS handshake (`TLSHandshakeError`). A call whose task is
+    being cancelled never retries: it raises `asyncio.CancelledError`.
 
     Note that `inject_context` appends, and the API has no idempotency key: retrying after a
     failure in which the entry may already have been applied (the request was sent and the
     connection dropped or timed out, or the engine failed after taking it) may apply it twice.
     Lost context is usually worse than a repeated line, so such failures are retried by
-    default, and a result that shows the entry twice at the end of the bucket after such a
-    retry is flagged `possible_duplicate`. Set `retry_ambiguous=False` for at-most-once
-    delivery: those failures are then raised instead of retried.
+    default, and the result of such a retry is flagged `possible_duplicate` unless the
+    returned bucket rules a duplicate out (fewer than 5 entries, holding the entry once).
+    Set `retry_ambiguous=False` for at-most-once delivery: those failures are then raised
+    instead of retried.
 
     Attributes:
         max_retries: Retries after the first attempt; 3 means at most 4 attempts.

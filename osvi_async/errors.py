@@ -28,7 +28,8 @@ attempt. `OsviError.may_have_been_applied` answers for the whole call, all attem
 when it is False, sending the entry again cannot double it.
 
 No message, attribute or repr here ever holds the API token: the errors are built from the
-status, the response body and the session id only.
+status, the response body and the session id only, and whatever they quote from the server
+has the token redacted (and, in messages, control characters escaped).
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ class OsviError(Exception):
 class ClientValidationError(OsviError, ValueError):
     """The arguments are invalid; nothing was sent.
 
-    Raised for a blank or non-string `context`, a `session_id` that is not a UUID, a missing or
-    malformed API token, or a `base_url` that is not https (http is allowed for loopback only).
-    Fix the input: retrying cannot help.
+    Raised for a blank or non-string `context`, a context longer than `max_context_bytes` (the
+    message names both sizes), a `session_id` that is not a UUID, a missing or malformed API
+    token, or a `base_url` that is not https (http is allowed for loopback only) or has a
+    query, a fragment, whitespace or control characters. Fix the input: retrying cannot help.
     """
 
 
@@ -245,8 +247,10 @@ class ServerError(APIStatusError):
 class ResponseDecodeError(OsviError):
     """The API answered with a success status but a body that is not the documented shape.
 
-    The request may well have been applied, so it is not retried. The message quotes a short
-    excerpt of what came back.
+    Also raised for a success naming another session than the request's (compared
+    case-insensitively): it answers some other request. The request may well have been
+    applied (`may_have_been_applied` is True), so it is not retried. The message quotes a
+    short excerpt of what came back, with the API token redacted.
 
     Attributes:
         status: The HTTP status code.
