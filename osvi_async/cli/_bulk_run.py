@@ -7,7 +7,6 @@ ends, so a later `--resume` knows what is done, what is final and what may have 
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Iterable, Iterator
 
 import attrs
@@ -243,10 +242,3 @@ async def run_bulk(
             journal.finish(outcome)
         counts.unread = not journal.exhausted
     return counts
-
-
-def stopped_before_start(signum: int) -> str:
-    """The closing line when a signal came before anything was sent."""
-    name = signal_name(signum)
-    hint = "interrupted" if signum == signal.SIGINT else "stopped"
-    return f"{hint} by {name} before anything was sent; run again (with --resume) to send"

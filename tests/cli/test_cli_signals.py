@@ -6,7 +6,9 @@ when the signal lands.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from osvi_async import InjectRequest
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.chaos._cli import (
     STOP_CODES,
+    cli_env,
     judge,
     last_outcomes,
     report_entries,
@@ -24,6 +27,7 @@ from tests.chaos._cli import (
     wait_for_stderr,
     write_input,
 )
+from tests.chaos._harness import wait_until
 
 SESSIONS = 40
 ITEMS = 800
@@ -113,3 +117,33 @@ async def test_second_signal_stops_at_once(osvi_emulator: OsviEmulator, tmp_path
     assert all(
         line["may_have_been_applied"] is False for i, line in stopped.items() if i not in sent
     )
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for `signum` (Linux: SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+async def test_sigterm_before_the_run_starts_is_one_line(osvi_emulator: OsviEmulator) -> None:
+    """SIGTERM while bulk still waits for its first input line: exit 143, one line, no trace."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "osvi_async.cli",
+        "bulk",
+        "-",
+        env=cli_env(osvi_emulator),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert await wait_until(lambda: _catches(process.pid, signal.SIGTERM), timeout=30)
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 143
+    [line] = err.decode().strip().splitlines()
+    assert line.startswith("error: stopped by SIGTERM")
+    assert osvi_emulator.stats.requests_total == 0
