@@ -122,6 +122,7 @@ async def test_breaker_recovers_after_giving_up(osvi_emulator: OsviEmulator) -> 
             produce(),  # type: ignore[arg-type]
             concurrency=4,
             circuit_breaker=breaker,
+            hold_on_failure=False,  # items failed during the outage would hold the late ones
         ) as run,
     ):
         outcomes = [outcome async for outcome in run]
@@ -287,7 +288,10 @@ async def test_items_held_by_the_breaker_are_reported_unsent(osvi_emulator: Osvi
         osvi_emulator.api_token, base_url=osvi_emulator.base_url, retry=policy
     ) as client:
         run = client.inject_many(
-            ((sessions[i % 8], "x") for i in range(40)), concurrency=8, circuit_breaker=breaker
+            ((sessions[i % 8], "x") for i in range(40)),
+            concurrency=8,
+            circuit_breaker=breaker,
+            hold_on_failure=False,  # else the failed first items hold the rest of the sessions
         )
         received: list[InjectOutcome] = []
         async with run:
