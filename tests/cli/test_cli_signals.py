@@ -7,9 +7,11 @@ when the signal lands.
 from __future__ import annotations
 
 import asyncio
+import platform
 import signal
 import sys
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -119,6 +121,15 @@ async def test_second_signal_stops_at_once(osvi_emulator: OsviEmulator, tmp_path
     )
 
 
+_READ_SYSCALL: Final = {"x86_64": 0, "aarch64": 63}[platform.machine()]
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    """Whether the process sits in read(0, ...) (Linux: /proc/PID/syscall)."""
+    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    return len(fields) > 1 and fields[0] == str(_READ_SYSCALL) and int(fields[1], 16) == 0
+
+
 def _catches(pid: int, signum: int) -> bool:
     """Whether the process has a handler for `signum` (Linux: SigCgt in /proc/PID/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -140,7 +151,10 @@ async def test_sigterm_before_the_run_starts_is_one_line(osvi_emulator: OsviEmul
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert await wait_until(lambda: _catches(process.pid, signal.SIGTERM), timeout=30)
+    # Blocked reading stdin means the CLI's own handler is in place: catching SIGTERM alone
+    # is not proof, since coverage's subprocess hook installs a handler of its own earlier.
+    assert await wait_until(lambda: _blocked_reading_stdin(process.pid), timeout=30)
+    assert _catches(process.pid, signal.SIGTERM)
     process.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 143
