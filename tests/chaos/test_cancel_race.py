@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 
 import pytest
 
 from osvi_async import OsviClient, RetryPolicy
+from tests.chaos._report import Recorder
 from tests.chaos._servers import SESSION_ID, TOKEN, RawServer, never_answer
 
 TIMEOUT = 0.1
@@ -41,7 +43,7 @@ async def settled_requests(server: RawServer) -> int:
     return server.requests
 
 
-async def test_cancel_at_the_timeout_never_sends_again() -> None:
+async def test_cancel_at_the_timeout_never_sends_again(reliability: Recorder) -> None:
     """A cancel landing as the attempt times out: one request per call, CancelledError."""
     jitter = random.Random(9)
     outcomes: list[tuple[str, int]] = []
@@ -69,6 +71,15 @@ async def test_cancel_at_the_timeout_never_sends_again() -> None:
             except Exception as exc:
                 ending = type(exc).__name__
             outcomes.append((ending, await settled_requests(server) - before))
+    reliability.add(
+        section=3,
+        scenario=f"cancel lands as the attempt's {TIMEOUT:g} s timeout fires, loop busy",
+        items=TRIALS,
+        requests=sum(sent for _, sent in outcomes),
+        examples=TRIALS,
+        bound="exactly 1 request per call; every call ends in CancelledError",
+        tally=Counter(f"{ending} after {sent} request(s)" for ending, sent in outcomes),
+    )
     assert outcomes == [("CancelledError", 1)] * TRIALS
 
 
