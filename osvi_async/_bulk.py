@@ -51,7 +51,12 @@ from osvi_async._retry import logger
 from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport
 from osvi_async._validation import check_context, check_session_id, encode_inject_body
-from osvi_async.errors import ClientValidationError, OsviError, RunStoppedError
+from osvi_async.errors import (
+    ClientClosedError,
+    ClientValidationError,
+    OsviError,
+    RunStoppedError,
+)
 from osvi_async.models import BulkSummary, InjectContextResult, InjectOutcome, InjectRequest
 
 __all__ = ["BulkRun", "InjectItem", "as_request", "refused_for_good"]
@@ -297,12 +302,17 @@ class _Engine:
         try:
             request = as_request(raw)
             session_id = check_session_id(request.session_id)
-            body = encode_inject_body(check_context(request.context), self._max_context_bytes)
+            context = check_context(request.context)
+            body = encode_inject_body(context, self._max_context_bytes)
         except ClientValidationError as exc:
             self.failed += 1
             self.invalid += 1
             self._outcomes.put_nowait(InjectOutcome(index, request, ok=False, error=exc))
             return
+        if session_id is not request.session_id or context is not request.context:
+            # A str subclass, copied to a plain str by the checks: from here on only the
+            # checked copy is used (lane key, URL, logs), never the caller's own methods.
+            request = attrs.evolve(request, session_id=session_id, context=context)
         item = Item(index, request, self._url_for(session_id), body)
         if self.draining:  # pulled as the drain began (the input itself drained the run)
             self._stopped.append(stopped_outcome(item))
@@ -353,6 +363,12 @@ class _Engine:
             if self._in_flight.pop(item.index, None) is None:
                 return  # the run was stopped meanwhile, and that stop accounted for the item
             self._finish(item, result, error)
+            if isinstance(error, ClientClosedError):
+                # The client was closed under the run: nothing more can be sent, so stop it
+                # as aclose() would (the rest become leftovers) instead of failing item
+                # after item and tripping the breaker.
+                self._halt()
+                return
 
     def _finish(
         self, item: Item, result: InjectContextResult | None, error: OsviError | None
