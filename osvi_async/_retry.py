@@ -62,6 +62,29 @@ def may_have_been_applied(error: OsviError) -> bool:
     return isinstance(error, ResponseDecodeError)
 
 
+def may_still_apply(error: OsviError) -> bool:
+    """Whether a failed attempt may apply the entry *later*: sent, and not settled.
+
+    An attempt is settled once the API itself answered for it: whatever it did is done. One
+    that got no final answer from the API may still be running on the server, and apply its
+    entry after a retry's answer was read, so that bucket cannot rule a duplicate out.
+
+    May still apply: sent with no answer (`APIConnectionError` with `request_sent`, timeouts
+    included), a 504 (a gateway gave up waiting; the request may still be on its way), any
+    other 5xx without an API error code (a proxy's page, not the API), and a success whose body
+    could not be read (we cannot tell who sent it). Settled: everything that was not sent,
+    and every answer carrying the API's own error code (a JSON 502 relaying the engine's
+    failure, a JSON 500), as well as any 4xx and 503, which also never applied.
+    """
+    if isinstance(error, APIConnectionError):
+        return error.request_sent
+    if isinstance(error, APIStatusError):
+        if not may_have_been_applied(error):
+            return False
+        return error.status == 504 or error.code is None
+    return isinstance(error, ResponseDecodeError)
+
+
 def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
     """Whether `error` may go away on another attempt, under `policy`.
 

@@ -20,12 +20,13 @@ from osvi_async._retry import (
     is_retryable,
     logger,
     may_have_been_applied,
+    may_still_apply,
     raise_if_cancelling,
     remaining_budget,
     retry_after_failure,
 )
 from osvi_async._transport import Transport
-from osvi_async.errors import APITimeoutError, OsviError
+from osvi_async.errors import APITimeoutError, ClientClosedError, OsviError
 from osvi_async.models import InjectContextResult
 
 BUCKET_SIZE: Final = 5
@@ -91,20 +92,25 @@ async def send_inject_context(
             raise
         failure = first_error
     else:
-        if context not in result.context:
-            _warn_entry_missing(result)
-        if already_maybe_applied:
-            return _flag_possible_duplicate(result, context)
-        return result
+        # After a resend (an earlier call or run may have applied it), nothing says whether
+        # that send settled.
+        return _accepted(
+            result, context, ambiguous=already_maybe_applied, settled=not already_maybe_applied
+        )
     # A cancel that the transport turned into another error must not lead to a resend.
     raise_if_cancelling()
     if attempt is None:
         attempt = _attempts(transport, url, body, session_id, timeout, policy, started, None)
     ambiguous = already_maybe_applied
+    # A resend after an earlier call or run: we cannot know whether that one settled.
+    unsettled = already_maybe_applied
+    previous: OsviError | None = None
 
     def note(error: OsviError) -> None:
-        nonlocal ambiguous
+        nonlocal ambiguous, unsettled, previous
         ambiguous = ambiguous or may_have_been_applied(error)
+        unsettled = unsettled or may_still_apply(error)
+        previous = error
 
     try:
         result = await retry_after_failure(
@@ -116,14 +122,28 @@ async def send_inject_context(
             allow_retry=gate.allow_retry if gate is not None else None,
             on_failure=note,
         )
+    except ClientClosedError as closed:
+        # Closed during the backoff: the last real failure says what happened (a request cut
+        # off by close() is "sent, no answer"), not the retry that could not start.
+        error = previous or closed
+        error.may_have_been_applied = ambiguous or may_have_been_applied(error)
+        raise error from None
     except OsviError as last_error:
         # The last error describes the last attempt; an earlier one may have applied it.
         last_error.may_have_been_applied = ambiguous or may_have_been_applied(last_error)
         raise
+    return _accepted(result, context, ambiguous=ambiguous, settled=not unsettled)
+
+
+def _accepted(
+    result: InjectContextResult, context: str, *, ambiguous: bool, settled: bool
+) -> InjectContextResult:
+    """The result to return for a success: the entry-missing warning, and the duplicate flag
+    when an earlier attempt (or send) may have applied the entry."""
     if context not in result.context:
         _warn_entry_missing(result)
     if ambiguous:
-        return _flag_possible_duplicate(result, context)
+        return _flag_possible_duplicate(result, context, settled=settled)
     return result
 
 
@@ -138,26 +158,37 @@ def _warn_entry_missing(result: InjectContextResult) -> None:
     )
 
 
-def _flag_possible_duplicate(result: InjectContextResult, context: str) -> InjectContextResult:
+def _flag_possible_duplicate(
+    result: InjectContextResult, context: str, *, settled: bool
+) -> InjectContextResult:
     """After an attempt that may have applied the entry, flag the result unless the bucket
     rules a duplicate out.
 
-    Only a bucket that is not full (so nothing has scrolled out of it yet) and holds the entry
-    exactly once proves that it was applied once. Anything else (the entry twice anywhere,
-    however many other writers came in between; a full bucket, from which an earlier copy may
-    have dropped; a bucket without the entry) cannot rule a duplicate out.
+    The bucket can rule one out only if every maybe-applied attempt had *settled* (the API
+    itself answered for it, see `may_still_apply`) before it was read: an attempt that timed
+    out or lost its connection may still apply its entry after the retry's answer was sent,
+    and a resend (`already_maybe_applied`) follows a call or run we know nothing more about.
+    So with `settled` False the result is always flagged.
 
-    What it cannot see: a copy pushed out of a full bucket is flagged only as "cannot rule out"
-    (false positives are the price), and it cannot tell our entry from the same text sent by
-    another writer, which also only errs towards flagging.
+    With `settled` True, only a bucket that is not full (nothing has scrolled out of it yet)
+    and holds the entry exactly once proves that it was applied once. Anything else (the entry
+    twice anywhere, however many other writers came in between; a full bucket, from which an
+    earlier copy may have dropped; a bucket without the entry) cannot rule a duplicate out.
+
+    What it cannot see: it never proves a duplicate, only fails to rule one out, so it errs
+    towards flagging (false positives are the price): a timed-out attempt that the server
+    never applied, a copy pushed out of a full bucket, or the same text sent by another
+    writer all lead to a flag.
     """
-    bucket = result.context
-    if len(bucket) < BUCKET_SIZE and bucket.count(context) == 1:
-        return result
+    if settled:
+        bucket = result.context
+        if len(bucket) < BUCKET_SIZE and bucket.count(context) == 1:
+            return result
     logger.warning(
         "inject_context for session %s: an earlier attempt may have been applied and the "
-        "bucket cannot rule out that the entry was appended twice (possible_duplicate)",
+        "bucket cannot rule out that the entry was appended twice%s (possible_duplicate)",
         result.session_id,
+        "" if settled else " (that attempt may apply after the bucket was read)",
     )
     return attrs.evolve(result, possible_duplicate=True)
 

@@ -105,7 +105,10 @@ class Transport:
         """POST `body` to `url` and read the answer; aiohttp errors come out as ours.
 
         A task being cancelled always ends in `asyncio.CancelledError`, never in a timeout
-        error that a retry loop would act on.
+        error that a retry loop would act on. A call that was waiting for a pooled connection
+        when the pool was closed ends in `ClientClosedError` (nothing sent), not in a bare
+        `CancelledError` its caller never asked for; one already sent ends in
+        `APIConnectionError(request_sent=True)`.
         """
         session = self._session_for_request()
         try:
@@ -126,6 +129,19 @@ class Transport:
             ):
                 payload = await self._read_capped(response)
                 return RawResponse(response.status, payload, response.headers.get("Retry-After"))
+        except asyncio.CancelledError as exc:
+            # Closing the pool (our close(), or the owner closing a borrowed session) cancels
+            # the futures of calls waiting for a pooled connection: a CancelledError for a
+            # task nobody cancelled. Such a call had no connection, so nothing was sent.
+            # Requests already on the wire see their connection closed instead (an aiohttp
+            # ClientError: "sent, no answer"). A real cancellation still propagates.
+            task = asyncio.current_task()
+            if (task is None or not task.cancelling()) and (self._closed or session.closed):
+                raise ClientClosedError(
+                    "The OsviClient was closed while this call waited for a pooled "
+                    "connection; nothing was sent"
+                ) from exc
+            raise
         except TimeoutError as exc:
             # aiohttp's own timeout errors are also TimeoutError, so this comes first.
             raise_if_cancelling()

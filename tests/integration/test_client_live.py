@@ -16,11 +16,13 @@ from osvi_async import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
+    ClientClosedError,
     ClientValidationError,
     EngineError,
     EngineRejectedError,
     NotFoundError,
     OsviClient,
+    OsviError,
     ResponseDecodeError,
     RetryPolicy,
 )
@@ -269,6 +271,66 @@ async def test_cancel_mid_backoff_is_immediate(osvi_emulator: OsviEmulator) -> N
     assert osvi_emulator.requests_for(session_id) == 1
     assert osvi_emulator.applied(session_id) == ()
     assert other_tasks() == set()
+
+
+@pytest.mark.parametrize("policy", [FAST_RETRY, RetryPolicy.none()], ids=["retries", "no-retry"])
+async def test_close_while_calls_wait_for_a_connection(
+    osvi_emulator: OsviEmulator, policy: RetryPolicy
+) -> None:
+    """close() with calls queued for the pool: typed errors, no CancelledError, nothing sent after.
+
+    Queued calls end in ClientClosedError (certainly not applied); calls already on the wire
+    end in APIConnectionError with may_have_been_applied, so every applied entry is flagged.
+    """
+    session_id = osvi_emulator.create_session()
+    osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=0.2)
+    client = OsviClient(
+        osvi_emulator.api_token,
+        base_url=osvi_emulator.base_url,
+        max_connections=2,
+        retry=policy,
+    )
+    texts = [f"entry {i}" for i in range(20)]
+    tasks = [asyncio.create_task(client.inject_context(session_id, text)) for text in texts]
+    await wait_until(lambda: osvi_emulator.stats.in_flight == 2)
+    await client.close()
+    sent_at_close = osvi_emulator.stats.requests_total
+    endings = await asyncio.gather(*tasks, return_exceptions=True)
+    await wait_until(lambda: osvi_emulator.stats.in_flight == 0)
+    assert osvi_emulator.stats.requests_total == sent_at_close == 2
+    assert not [e for e in endings if isinstance(e, asyncio.CancelledError)]
+    assert all(isinstance(e, OsviError) for e in endings), endings
+    closed = [e for e in endings if isinstance(e, ClientClosedError)]
+    assert len(closed) == 18
+    assert not any(e.may_have_been_applied for e in closed)
+    cut_off = [e for e in endings if isinstance(e, APIConnectionError)]
+    assert len(cut_off) == 2
+    assert all(e.request_sent and e.may_have_been_applied for e in cut_off)
+    applied = osvi_emulator.applied(session_id)
+    for text, ending in zip(texts, endings, strict=True):
+        if text in applied:
+            assert isinstance(ending, OsviError)
+            assert ending.may_have_been_applied
+
+
+async def test_cancelled_call_waiting_for_a_connection_stays_cancelled(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """A caller's own cancel of a call queued for the pool still ends in CancelledError."""
+    session_id = osvi_emulator.create_session()
+    osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=0.2)
+    async with OsviClient(
+        osvi_emulator.api_token, base_url=osvi_emulator.base_url, max_connections=1
+    ) as client:
+        first = asyncio.create_task(client.inject_context(session_id, "first"))
+        queued = asyncio.create_task(client.inject_context(session_id, "queued"))
+        await wait_until(lambda: osvi_emulator.stats.in_flight == 1)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        await first
+    assert osvi_emulator.applied(session_id) == ("first",)
+    assert osvi_emulator.stats.requests_total == 1
 
 
 async def test_borrowed_session_carries_requests(osvi_emulator: OsviEmulator) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from aiohttp import web
 
 from osvi_async import (
     APIConnectionError,
@@ -14,6 +17,7 @@ from osvi_async.testing import OsviEmulator
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.005)
 AT_MOST_ONCE = RetryPolicy(initial_delay=0.001, max_delay=0.005, retry_ambiguous=False)
+SESSION = "4718a326-417b-4dda-90d0-21fd65a11cb8"
 
 
 def client_for(emulator: OsviEmulator, policy: RetryPolicy = FAST) -> OsviClient:
@@ -46,8 +50,10 @@ async def test_unreachable_engine_is_certainly_not_applied(osvi_emulator: OsviEm
     assert (result.attempts, result.possible_duplicate) == (3, False)
 
 
-async def test_ambiguous_but_not_doubled_is_not_flagged(osvi_emulator: OsviEmulator) -> None:
-    """A timeout in which the entry was NOT applied: the retry lands once, no flag."""
+async def test_timed_out_attempt_is_flagged_even_when_not_doubled(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """A timeout (here never applied) may still apply later: the retry's result is flagged."""
     session = osvi_emulator.create_session()
     osvi_emulator.fault_plan.script(session, ["hang"])
     async with OsviClient(
@@ -55,7 +61,7 @@ async def test_ambiguous_but_not_doubled_is_not_flagged(osvi_emulator: OsviEmula
     ) as client:
         result = await client.inject_context(session, "summary")
     assert osvi_emulator.applied(session) == ("summary",)
-    assert (result.attempts, result.possible_duplicate) == (2, False)
+    assert (result.attempts, result.possible_duplicate) == (2, True)
 
 
 async def test_repeated_text_without_ambiguity_is_not_flagged(
@@ -112,3 +118,54 @@ async def test_bulk_summary_counts_possible_duplicates(osvi_emulator: OsviEmulat
     doubled = {s for s in sessions if len(osvi_emulator.applied(s)) == 2}
     assert flagged == doubled == set(sessions[:3])
     assert run.summary.possible_duplicates == 3
+
+
+async def test_timed_out_attempt_applied_after_the_retry_is_flagged() -> None:
+    """Attempt 1 times out and applies after the retry's answer: the result is flagged.
+
+    The retry's bucket holds the entry once and is not full, yet it was read before the
+    timed-out attempt settled, so it cannot rule a duplicate out.
+    """
+    bucket: list[str] = []
+    attempts = 0
+    late_apply_done = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal attempts
+        attempts += 1
+        number = attempts
+        entry = (await request.json())["context"]
+        if number == 1:
+            await asyncio.sleep(0.5)  # past the client's 0.2 s timeout, then applies anyway
+        bucket.append(entry)
+        if number == 1:
+            late_apply_done.set()
+        data = {"session_id": request.match_info["id"], "context": bucket[-5:]}
+        return web.json_response({"success": True, "data": data})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with OsviClient(
+            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", timeout=0.2, retry=FAST
+        ) as client:
+            result = await client.inject_context(SESSION, "summary")
+        assert result.context == ("summary",)  # the retry's bucket: once, not full
+        await late_apply_done.wait()
+    finally:
+        await runner.cleanup()
+    assert bucket == ["summary", "summary"]
+    assert (result.attempts, result.possible_duplicate) == (2, True)
+
+
+async def test_resend_is_always_flagged(osvi_emulator: OsviEmulator) -> None:
+    """may_have_been_applied=True: flagged even when the bucket holds the entry once."""
+    session = osvi_emulator.create_session()
+    async with client_for(osvi_emulator) as client:
+        result = await client.inject_context(session, "summary", may_have_been_applied=True)
+    assert osvi_emulator.applied(session) == ("summary",)
+    assert (result.attempts, result.possible_duplicate) == (1, True)

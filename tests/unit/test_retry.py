@@ -19,7 +19,14 @@ from osvi_async import (
     RetryPolicy,
     TLSHandshakeError,
 )
-from osvi_async._retry import backoff_delay, indicates_outage, is_retryable, remaining_budget
+from osvi_async._retry import (
+    backoff_delay,
+    indicates_outage,
+    is_retryable,
+    may_have_been_applied,
+    may_still_apply,
+    remaining_budget,
+)
 
 
 def status(error_class: type[APIStatusError], code: int, retry_after: float | None = None) -> Any:
@@ -165,6 +172,36 @@ def test_maybe_applied_classification(error: OsviError, maybe: bool) -> None:
     from osvi_async._retry import may_have_been_applied
 
     assert may_have_been_applied(error) is maybe
+
+
+@pytest.mark.parametrize(
+    ("error", "still"),
+    [
+        (APIConnectionError("x", request_sent=False), False),
+        (APIConnectionError("x", request_sent=True), True),
+        (APITimeoutError("x", request_sent=True), True),
+        (APITimeoutError("x", request_sent=False), False),
+        (EngineError("x", status=502, code="Python engine unreachable", body=""), False),
+        # The API relayed the engine's failure: the engine is done with it, settled.
+        (EngineError("x", status=502, code="Python engine returned 500 for POST", body=""), False),
+        (EngineError("x", status=502, code=None, body="<html>"), True),  # a proxy's page
+        (status(EngineRejectedError, 502), False),
+        (status(APIStatusError, 503), False),
+        (status(APIStatusError, 504), True),
+        (APIStatusError("x", status=504, code="gateway timeout", body=""), True),
+        (status(APIStatusError, 500), True),
+        (APIStatusError("x", status=500, code="internal error", body=""), False),
+        (status(RateLimitError, 429), False),
+        (status(APIStatusError, 404), False),
+        (ResponseDecodeError("x", status=200, body=""), True),
+        (OsviError("x"), False),
+    ],
+)
+def test_may_still_apply_classification(error: OsviError, still: bool) -> None:
+    """Which maybe-applied failures got no final answer from the API, so may apply later."""
+    assert may_still_apply(error) is still
+    if still:  # "may still apply" is a kind of "maybe applied"
+        assert may_have_been_applied(error)
 
 
 def test_retry_ambiguous_false_refuses_only_maybe_applied() -> None:

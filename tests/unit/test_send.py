@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -17,10 +18,10 @@ from tests.support import BASE_URL, INJECT_URL, SESSION_ID, TOKEN
 ENTRY = "summary"
 
 
-def flagged(*bucket: str) -> bool:
+def flagged(*bucket: str, settled: bool = True) -> bool:
     """Whether the rule flags a result with this bucket for ENTRY."""
     result = InjectContextResult(session_id=SESSION_ID, context=bucket, attempts=2)
-    return _flag_possible_duplicate(result, ENTRY).possible_duplicate
+    return _flag_possible_duplicate(result, ENTRY, settled=settled).possible_duplicate
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,12 @@ def flagged(*bucket: str) -> bool:
 def test_flag_rule_on_synthetic_buckets(bucket: tuple[str, ...], expected: bool) -> None:
     """Flagged unless the bucket is not full and holds the entry exactly once."""
     assert flagged(*bucket) is expected
+
+
+@pytest.mark.parametrize("bucket", [(ENTRY,), ("a", "b", ENTRY), ("a", "b", "c", ENTRY)])
+def test_unsettled_attempt_is_flagged_whatever_the_bucket(bucket: tuple[str, ...]) -> None:
+    """A bucket read before a maybe-applied attempt settled rules nothing out."""
+    assert flagged(*bucket, settled=False) is True
 
 
 def test_flagging_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -74,6 +81,32 @@ async def test_a_200_without_the_entry_after_an_ambiguous_attempt_is_flagged(
         result = await client.inject_context(SESSION_ID, ENTRY, may_have_been_applied=True)
     assert result.possible_duplicate is True
     assert len(mocked.requests[("POST", URL(INJECT_URL))]) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        # The API relayed the engine's failure: settled, so a bucket holding it once clears it.
+        (
+            {"status": 502, "payload": {"success": False, "error": "Python engine returned 500"}},
+            False,
+        ),
+        # A proxy's page: the request may still be on its way to the API.
+        ({"status": 502, "body": "<html>Bad Gateway</html>"}, True),
+        ({"status": 504, "payload": {"success": False, "error": "gateway timeout"}}, True),
+    ],
+)
+async def test_flag_after_a_maybe_applied_5xx_depends_on_whether_it_settled(
+    mocked: aioresponses, fast_retry: RetryPolicy, first: dict[str, Any], expected: bool
+) -> None:
+    """A maybe-applied 5xx then a bucket holding the entry once: flagged unless it settled."""
+    body = {"success": True, "data": {"session_id": SESSION_ID, "context": ["a", ENTRY]}}
+    mocked.post(INJECT_URL, **first)
+    mocked.post(INJECT_URL, payload=body)
+    async with OsviClient(TOKEN, base_url=BASE_URL, retry=fast_retry) as client:
+        result = await client.inject_context(SESSION_ID, ENTRY)
+    assert (result.attempts, result.possible_duplicate) == (2, expected)
+    assert len(mocked.requests[("POST", URL(INJECT_URL))]) == 2
 
 
 async def test_retry_loop_never_starts_an_attempt_for_a_cancelling_task() -> None:
