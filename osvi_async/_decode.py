@@ -65,14 +65,28 @@ class Scrubber:
     """Makes server text safe to quote: the API token redacted, control characters escaped.
 
     The token is found in its plain form and in the forms a server may echo it in: JSON
-    string escapes (each character as itself, `\\uXXXX` or a backslash escape) and percent
-    encoding, in any mix.
+    string escapes (each character as itself, `\\uXXXX` or a backslash escape), percent
+    encoding and HTML character references (`&amp;`, `&#39;`, `&#x27;`, as `html.escape` or a
+    proxy's error page writes them), in any mix.
     """
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_markers", "_pattern")
 
     def __init__(self, secret: str) -> None:
         self._pattern = _secret_pattern(secret) if secret else None
+        # What a body must contain for the token to be spelled in it at all: the token itself,
+        # or the start of an escape that could write one of its characters.
+        escape = b"\\" if any(char in "\"\\/'" for char in secret) else b"\\u"
+        self._markers: tuple[bytes, ...] = (
+            (secret.encode("utf-8", "surrogatepass"), escape, b"%", b"&") if secret else ()
+        )
+
+    def may_hold_secret(self, body: bytes) -> bool:
+        """Whether `body` may spell the token: a few substring scans, no regex, no decoding.
+
+        False means it certainly does not; True means `redact` has to look.
+        """
+        return any(marker in body for marker in self._markers)
 
     def redact(self, text: str) -> str:
         """`text` with every form of the token replaced by `[REDACTED]`; for attributes."""
@@ -122,9 +136,18 @@ def _secret_pattern(secret: str) -> re.Pattern[str]:
         if char in "\"\\/'":
             options.append(re.escape("\\" + char))
         options.append("".join(f"%{byte:02x}" for byte in char.encode("utf-8")))
+        # HTML character references: numeric (any zero padding), and the named ones
+        # html.escape and proxies' error pages use.
+        options.extend((f"&#0*{code};", f"&#x0*{code:x};"))
+        named = _HTML_NAMED.get(char)
+        if named is not None:
+            options.append(re.escape(named))
         forms.append("(?:" + "|".join(options) + ")")
     # Hex digits in either case; a case variant of the token is redacted too, which is harmless.
     return re.compile("".join(forms), re.IGNORECASE)
+
+
+_HTML_NAMED: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 
 
 def decode_inject_context(
@@ -139,6 +162,8 @@ def decode_inject_context(
 
     A success naming another session than `session_id` (compared case-insensitively) is a
     `ResponseDecodeError` too: it answers some other request, and ours may have been applied.
+    The token is redacted from the returned bucket, when a cheap scan of the body says it may
+    be there at all (so a normal success pays a few substring searches, not a regex).
     """
     payload = _load_json(status, body, scrubber)
     if not isinstance(payload, dict):
@@ -162,6 +187,11 @@ def decode_inject_context(
             f"$.data.session_id is {shown!r}, not the session {session_id} this request was for",
             scrubber,
         )
+    if scrubber.may_hold_secret(body):
+        # A server echoing the request headers into the bucket must not put the token into
+        # the caller's result (and from there into reprs and logs). The session id needs no
+        # redaction: it was just checked to be the one requested.
+        context = [scrubber.redact(entry) for entry in context]
     return InjectContextResult(session_id=answered_id, context=tuple(context), attempts=attempts)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import socket
 import traceback
@@ -189,3 +191,72 @@ async def test_a_server_echoing_the_token_never_gets_it_shown(
     for record in caplog.records:
         if record.name == "osvi_async":
             assert "\n" not in record.getMessage()
+
+
+HTML_SECRET = "Sup3r&S3cr<t'T0k"
+
+
+async def reflect_html_escaped_in_502(request: web.Request) -> web.Response:
+    """A proxy page that prints the headers through html.escape (`&amp;`, `&lt;`, `&#x27;`)."""
+    await request.read()
+    return web.Response(text=f"<pre>{html.escape(echo_headers(request))}</pre>", status=502)
+
+
+async def reflect_in_200_bucket(request: web.Request) -> web.Response:
+    """A 200 whose bucket echoes the token: plain, JSON-escaped and HTML-escaped."""
+    await request.read()
+    token = request.headers["API-Token"]
+    escaped = "".join(f"\\u{ord(char):04x}" for char in token)
+    context = [f"API-Token: {token}", html.escape(token), "x"]
+    body = json.dumps({"success": True, "data": {"session_id": SESSION_ID, "context": context}})
+    # JSON text with one entry written in \u escapes, as some servers do.
+    return web.Response(
+        text=body.replace('"x"', f'"{escaped}"'), content_type="application/json", status=200
+    )
+
+
+async def serve(handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.AppRunner:
+    """Start `handler` on 127.0.0.1 for the inject_context route."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
+def port_of(runner: web.AppRunner) -> int:
+    """The port the runner's only site listens on."""
+    (address,) = runner.addresses
+    return int(address[1])
+
+
+async def test_html_escaped_token_in_a_proxy_page_is_redacted() -> None:
+    """A token with &, < and ' echoed through html.escape never shows in the error."""
+    runner = await serve(reflect_html_escaped_in_502)
+    try:
+        async with OsviClient(
+            HTML_SECRET, base_url=f"http://127.0.0.1:{port_of(runner)}", retry=RetryPolicy.none()
+        ) as client:
+            with pytest.raises(EngineError) as caught:
+                await client.inject_context(SESSION_ID, "x")
+    finally:
+        await runner.cleanup()
+    shown = str(caught.value) + repr(caught.value) + caught.value.body
+    assert html.escape(HTML_SECRET) not in shown
+    assert HTML_SECRET not in shown
+    assert "[REDACTED]" in caught.value.body
+
+
+async def test_a_success_echoing_the_token_does_not_show_it() -> None:
+    """A 200 whose bucket holds the token (plain or escaped): the result never shows it."""
+    runner = await serve(reflect_in_200_bucket)
+    try:
+        async with OsviClient(
+            HTML_SECRET, base_url=f"http://127.0.0.1:{port_of(runner)}", retry=RetryPolicy.none()
+        ) as client:
+            result = await client.inject_context(SESSION_ID, "x")
+    finally:
+        await runner.cleanup()
+    assert result.context == ("API-Token: [REDACTED]", "[REDACTED]", "[REDACTED]")
+    assert HTML_SECRET not in repr(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import UTC, datetime
 
@@ -186,3 +187,35 @@ def test_excerpt_redacts_before_cutting() -> None:
     shown = excerpt_of(body, Scrubber(TOKEN).redact)
     assert TOKEN[:4] not in shown
     assert shown.startswith("a" * (BODY_EXCERPT_CHARS - 4) + REDACTED[:4])
+
+
+HTML_TOKEN = "tok&0123<456'89>"
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        html.escape(HTML_TOKEN),  # &amp; &lt; &#x27; &gt;
+        HTML_TOKEN.replace("&", "&#38;").replace("<", "&#060;").replace("'", "&#39;"),
+        HTML_TOKEN.replace("'", "&apos;").replace(">", "&#X3E;"),
+    ],
+)
+def test_scrubber_redacts_html_escaped_token(echoed: str) -> None:
+    """Named and numeric HTML character references spell the token too."""
+    assert echoed != HTML_TOKEN
+    text = Scrubber(HTML_TOKEN).redact(f"<pre>API-Token: {echoed}</pre>")
+    assert text == f"<pre>API-Token: {REDACTED}</pre>"
+
+
+def test_success_bucket_is_redacted_only_when_the_body_may_hold_the_token() -> None:
+    """A bucket echoing the token is redacted; a plain body skips the regex altogether."""
+    scrubber = Scrubber(TOKEN)
+    echoing = {"success": True, "data": {"session_id": SESSION_ID, "context": [TOKEN, "a"]}}
+    body = json.dumps(echoing).encode()
+    assert scrubber.may_hold_secret(body)
+    result = decode_inject_context(200, body, session_id=SESSION_ID, attempts=1, scrubber=scrubber)
+    assert result.context == (REDACTED, "a")
+    plain = {"success": True, "data": {"session_id": SESSION_ID, "context": ["a", "b"]}}
+    assert not scrubber.may_hold_secret(json.dumps(plain).encode())
+    for marker in ("\\u0041", "50%", "&amp;"):
+        assert scrubber.may_hold_secret(marker.encode())
