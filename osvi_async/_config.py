@@ -16,7 +16,10 @@ import attrs
 from osvi_async._validation import (
     check_api_token,
     check_base_url,
+    check_count,
     check_positive_int,
+    check_seconds,
+    check_statuses,
     check_timeout,
 )
 
@@ -53,21 +56,30 @@ class RetryEvent:
     error: OsviError
 
 
+# attrs validators: each calls the same check_* function as the client's own arguments, so
+# every bad option raises ClientValidationError (a ValueError), whichever object it was given to.
+
+
 def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+    check_seconds(attribute.name, value, allow_zero=True)
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+    check_seconds(attribute.name, value, allow_zero=False)
 
 
 def _optional_positive(
     _instance: object, attribute: attrs.Attribute[float | None], value: float | None
 ) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0 or None, got {value!r}")
+    if value is not None:
+        check_seconds(attribute.name, value, allow_zero=False)
+
+
+def _count_from(minimum: int) -> Callable[[object, attrs.Attribute[int], int], None]:
+    def validate(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+        check_count(attribute.name, value, minimum=minimum)
+
+    return validate
 
 
 @attrs.frozen(kw_only=True)
@@ -112,11 +124,11 @@ class RetryPolicy:
         random: Returns a float in [0, 1) for the jitter; tests pass a fixed one.
     """
 
-    max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    max_retries: int = attrs.field(default=3, validator=_count_from(0))
     initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
     max_delay: float = attrs.field(default=8.0, validator=_non_negative)
     retry_statuses: frozenset[int] = attrs.field(
-        default=DEFAULT_RETRY_STATUSES, converter=frozenset
+        default=DEFAULT_RETRY_STATUSES, converter=check_statuses
     )
     retry_connection_errors: bool = True
     retry_timeouts: bool = True
@@ -157,14 +169,12 @@ class ClientConfig:
     base_url: str
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=check_timeout)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    max_connections: int = attrs.field(
-        default=DEFAULT_MAX_CONNECTIONS, validator=attrs.validators.ge(1)
-    )
+    max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=_count_from(1))
     max_response_bytes: int = attrs.field(
-        default=DEFAULT_MAX_RESPONSE_BYTES, validator=attrs.validators.ge(1024)
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=_count_from(1024)
     )
     max_context_bytes: int = attrs.field(
-        default=DEFAULT_MAX_CONTEXT_BYTES, validator=attrs.validators.ge(1)
+        default=DEFAULT_MAX_CONTEXT_BYTES, validator=_count_from(1)
     )
 
     @classmethod
@@ -234,7 +244,7 @@ class CircuitBreaker:
         give_up_after: Seconds the circuit may stay open before waiting items fail.
     """
 
-    failure_threshold: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    failure_threshold: int = attrs.field(default=10, validator=_count_from(1))
     cooldown: float = attrs.field(default=0.5, validator=_positive)
     max_cooldown: float = attrs.field(default=8.0, validator=_positive)
     give_up_after: float = attrs.field(default=120.0, validator=_positive)

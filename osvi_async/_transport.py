@@ -19,6 +19,7 @@ from osvi_async.errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
+    ClientValidationError,
     OsviError,
     ResponseDecodeError,
     TLSHandshakeError,
@@ -67,6 +68,10 @@ class Transport:
         max_response_bytes: int,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise ClientValidationError(
+                f"session must be an aiohttp.ClientSession or None, got {type(session).__name__}"
+            )
         self._headers: Final = {
             "API-Token": api_token,
             "Content-Type": "application/json",

@@ -79,7 +79,7 @@ def encode_inject_body(context: str, max_context_bytes: int) -> bytes:
 
 
 def check_api_token(token: object, *, env_var: str) -> str:
-    """Return the token if it looks like an OSVI API token (16 printable, non-space characters)."""
+    """Return the token if it looks like an OSVI API token (16 printable ASCII characters)."""
     if token is None or token == "":
         raise ClientValidationError(
             f"No API token: pass api_token=... or set the {env_var} environment variable "
@@ -91,8 +91,12 @@ def check_api_token(token: object, *, env_var: str) -> str:
         raise ClientValidationError(
             f"api_token must be {API_TOKEN_LENGTH} characters long, got {len(token)}"
         )
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise ClientValidationError("api_token must not contain whitespace or control characters")
+    if not token.isascii() or any(ch.isspace() or not ch.isprintable() for ch in token):
+        # It goes into an HTTP header, which carries ASCII; never quote it back.
+        raise ClientValidationError(
+            "api_token must be printable ASCII characters only (letters, digits, punctuation; "
+            "no whitespace, control or non-ASCII characters)"
+        )
     return token
 
 
@@ -159,6 +163,48 @@ def check_rate(value: object) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ClientValidationError(f"rate_limit must be a positive number, got {value}")
     return float(value)
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    """Return a duration in seconds as a float: a finite number, >= 0 or > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ClientValidationError(
+            f"{name} must be a number of seconds, got {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ClientValidationError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: object, *, minimum: int) -> int:
+    """Return `value` if it is a whole number (not a bool) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ClientValidationError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ClientValidationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_statuses(value: object) -> frozenset[int]:
+    """Return a collection of HTTP status codes as a frozenset of ints from 100 to 599.
+
+    A str is refused although it is iterable: `"502"` would be the characters 5, 0, 2.
+    """
+    if isinstance(value, str | bytes | bytearray) or not isinstance(
+        value, set | frozenset | list | tuple
+    ):
+        raise ClientValidationError(
+            "retry_statuses must be a set of HTTP status codes like {502, 503}, "
+            f"got {type(value).__name__}"
+        )
+    for status in value:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ClientValidationError(
+                f"retry_statuses must hold HTTP status codes, each an int from 100 to 599, "
+                f"got {_excerpt(repr(status))}"
+            )
+    return frozenset(value)
 
 
 def _is_loopback(host: str) -> bool:

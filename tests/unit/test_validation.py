@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from osvi_async import ClientValidationError, OsviClient, RetryPolicy
+from osvi_async import ClientValidationError, OsviClient, RetryBudget, RetryPolicy
 from osvi_async._config import ClientConfig
 from tests.support import TOKEN
 
@@ -146,3 +146,70 @@ def test_str_subclasses_are_validated_and_used_as_plain_str() -> None:
     client = OsviClient(TOKEN, base_url=Sneaky("https://api.osvi.ai"))
     assert type(client.base_url) is str
     assert client.base_url == "https://api.osvi.ai"
+
+
+@pytest.mark.parametrize("session", ["nope", 42, object()])
+def test_session_must_be_an_aiohttp_client_session(session: object) -> None:
+    """session= anything but an aiohttp.ClientSession is refused when the client is built."""
+    with pytest.raises(ClientValidationError, match=r"aiohttp\.ClientSession"):
+        OsviClient(TOKEN, session=session)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"retry_statuses": "502"}, "set of HTTP status codes"),
+        ({"retry_statuses": b"502"}, "set of HTTP status codes"),
+        ({"retry_statuses": 502}, "set of HTTP status codes"),
+        ({"retry_statuses": {"502"}}, "int from 100 to 599"),
+        ({"retry_statuses": {True}}, "int from 100 to 599"),
+        ({"retry_statuses": {99}}, "int from 100 to 599"),
+        ({"retry_statuses": {600}}, "int from 100 to 599"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"max_retries": 1.5}, "max_retries"),
+        ({"initial_delay": -0.1}, "initial_delay"),
+        ({"initial_delay": float("inf")}, "initial_delay"),
+        ({"max_delay": float("nan")}, "max_delay"),
+        ({"max_retry_after": float("inf")}, "max_retry_after"),
+        ({"initial_delay": "1"}, "initial_delay"),
+        ({"deadline": 0}, "deadline"),
+        ({"deadline": float("inf")}, "deadline"),
+        ({"deadline": float("nan")}, "deadline"),
+    ],
+)
+def test_bad_retry_policies_are_refused(kwargs: dict[str, object], problem: str) -> None:
+    """Every bad RetryPolicy field raises ClientValidationError (still a ValueError)."""
+    with pytest.raises(ClientValidationError, match=problem) as caught:
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)
+
+
+def test_retry_statuses_accept_any_collection_of_ints() -> None:
+    """A list, set or tuple of status codes becomes a frozenset."""
+    assert RetryPolicy(retry_statuses=[502, 503]).retry_statuses == frozenset({502, 503})
+    assert RetryPolicy(retry_statuses=()).retry_statuses == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"per_request": -1.0}, "per_request"),
+        ({"per_success": float("nan")}, "per_success"),
+        ({"max_tokens": float("inf")}, "max_tokens"),
+    ],
+)
+def test_bad_retry_budgets_are_refused(kwargs: dict[str, object], problem: str) -> None:
+    """RetryBudget fields are checked by the same functions, with the same error."""
+    with pytest.raises(ClientValidationError, match=problem):
+        RetryBudget(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["é" * 16, "0123456789abcde\u00e9", "0123456789abcd\u200be"],
+)
+def test_non_ascii_tokens_are_refused(token: str) -> None:
+    """A token must be 16 printable ASCII characters; the message says so, without echo."""
+    with pytest.raises(ClientValidationError, match="printable ASCII") as caught:
+        OsviClient(token)
+    assert token not in str(caught.value)
