@@ -3,7 +3,7 @@
 Everything public is importable from here; modules with a leading underscore are private.
 """
 
-from osvi_async._bulk import BulkRun
+from osvi_async._bulk import BulkRun, refused_for_good
 from osvi_async._client import OsviClient
 from osvi_async._config import CircuitBreaker, RetryBudget, RetryEvent, RetryPolicy
 from osvi_async.errors import (
@@ -62,4 +62,5 @@ __all__ = [
     "ServerError",
     "TLSHandshakeError",
     "__version__",
+    "refused_for_good",
 ]

@@ -11,8 +11,14 @@ from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from osvi_async import InjectOutcome, InjectRequest, ItemHeldError, OsviClient, RunStoppedError
-from osvi_async._bulk import refused_for_good
+from osvi_async import (
+    InjectOutcome,
+    InjectRequest,
+    ItemHeldError,
+    OsviClient,
+    RunStoppedError,
+    refused_for_good,
+)
 from osvi_async.cli._bulk_io import Record
 from osvi_async.cli._progress import BulkProgress
 from osvi_async.cli._report import ReportState, ReportWriter

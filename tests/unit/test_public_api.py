@@ -40,3 +40,11 @@ def test_error_str_mentions_attempts_only_when_retried() -> None:
     error.attempts = 3
     assert str(error) == "boom (after 3 attempts)"
     assert error.message == "boom"
+
+
+def test_refused_for_good_is_public() -> None:
+    """The rule that decides holding and resending is importable from the top."""
+    refusal = osvi_async.NotFoundError("gone", status=404, code="session_not_found", body="")
+    outage = osvi_async.ServerError("down", status=503, code=None, body="")
+    assert osvi_async.refused_for_good(refusal) is True
+    assert osvi_async.refused_for_good(outage) is False
