@@ -75,13 +75,15 @@ class OsviClient:
         retry: How failed calls are retried; defaults to `RetryPolicy()` (3 retries).
         max_connections: Most connections open at once; further requests wait for a free one.
         session: An aiohttp `ClientSession` of your own to send requests through. It is used as
-            is (its connector limits apply, not `max_connections`) and never closed by us.
+            is (its connector limits apply, not `max_connections`) and never closed by us, so
+            a request already waiting in its pool when `close()` runs may still go out.
         max_context_bytes: Largest context, in UTF-8 bytes, that is sent at all; a larger one
             is a `ClientValidationError` before anything is uploaded. 1 MiB by default.
 
     Raises:
         ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout`,
-            `max_connections` or `max_context_bytes`.
+            `max_connections` or `max_context_bytes`, or a `session` that is not an aiohttp
+            `ClientSession`.
     """
 
     __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_transport")
@@ -161,6 +163,11 @@ class OsviClient:
     async def close(self) -> None:
         """Close the connection pool. Idempotent; the client cannot be used afterwards.
 
+        Calls still running end with an error, not a bare `CancelledError`: one waiting for a
+        pooled connection raises `ClientClosedError` (nothing was sent), one already sent
+        raises `APIConnectionError(request_sent=True)`. Nothing is sent after it returns
+        (with a borrowed `session`, a request already queued in that session's pool may).
+
         On a view made by `with_options`, this does nothing: the original client owns the pool.
         """
         if self._owns_transport:
@@ -220,15 +227,16 @@ class OsviClient:
             timeout: Seconds for each HTTP attempt; defaults to the client's `timeout`.
             retry: Retry policy for this call; defaults to the client's `retry`.
             may_have_been_applied: Set when resending an entry whose earlier call failed with
-                `error.may_have_been_applied`: the result is then flagged
-                `possible_duplicate` unless the returned bucket rules a duplicate out.
+                `error.may_have_been_applied`: the result is then always flagged
+                `possible_duplicate` (nothing says whether that earlier send has settled).
 
         Returns:
             The session's context bucket after the append, and how many attempts it took.
 
         Raises:
             ClientValidationError: Bad `session_id` or `context`; nothing was sent.
-            ClientClosedError: The client was closed.
+            ClientClosedError: The client was closed, before the call or while it waited
+                for a pooled connection; nothing was sent.
             APIStatusError: The API answered with an error (a subclass per status) and
                 retrying did not help or was not allowed.
             APIConnectionError: No answer came back (`APITimeoutError` for timeouts).

@@ -86,6 +86,10 @@ def _count_from(minimum: int) -> Callable[[object, attrs.Attribute[int], int], N
 class RetryPolicy:
     """How a failed call is retried. Immutable; derive variants with `attrs.evolve`.
 
+    Every field is checked when the policy is built; a bad value raises
+    `ClientValidationError` (a `ValueError`): delays must be finite, `retry_statuses` a
+    collection of int status codes from 100 to 599 (not a str).
+
     The first attempt of every call is made without any retry machinery; only a retryable
     failure enters the backoff loop. Waits are exponential with full jitter: before retry *n*
     the client sleeps a uniformly random time in `[0, min(max_delay, initial_delay * 2**(n-1))]`.
@@ -100,8 +104,10 @@ class RetryPolicy:
     failure in which the entry may already have been applied (the request was sent and the
     connection dropped or timed out, or the engine failed after taking it) may apply it twice.
     Lost context is usually worse than a repeated line, so such failures are retried by
-    default, and the result of such a retry is flagged `possible_duplicate` unless the
-    returned bucket rules a duplicate out (fewer than 5 entries, holding the entry once).
+    default, and the result of such a retry is flagged `possible_duplicate`: always after an
+    attempt that may still apply later (a timeout, a dropped connection, a 504, a proxy's
+    page), otherwise unless the returned bucket rules a duplicate out (fewer than 5 entries,
+    holding the entry once).
     Set `retry_ambiguous=False` for at-most-once delivery: those failures are then raised
     instead of retried.
 

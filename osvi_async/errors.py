@@ -101,7 +101,8 @@ class ClientValidationError(OsviError, ValueError):
 
 
 class ClientClosedError(OsviError, RuntimeError):
-    """The client was used after `close()`; nothing was sent. Create a new client."""
+    """The client was closed before the call, or while the call waited for a pooled
+    connection; nothing was sent. Create a new client (or keep the one open longer)."""
 
 
 class APIConnectionError(OsviError):

@@ -22,9 +22,14 @@ class InjectContextResult:
         context: The session's context bucket after the append, oldest first. The API keeps
             only the 5 most recent entries, so an older entry may have dropped out of it.
         attempts: How many HTTP attempts the call took (1 when the first one succeeded).
-        possible_duplicate: True when an earlier attempt failed in a way that may have applied
-            the entry, and the bucket now ends with the entry twice: the retry probably
-            appended it a second time. False on every clean result.
+        possible_duplicate: True when the entry may have been applied more than once: an
+            earlier attempt (or, for a resend, an earlier call or run) may have applied it,
+            and nothing rules a second copy out. Always True after an attempt that may still
+            apply later (timed out or lost its connection after sending, a 504, a proxy's
+            5xx page) and on a resend; after attempts that all settled (a JSON 502 relaying
+            the engine's failure), True unless the bucket is not full and holds the entry
+            exactly once. A hint, not a proof: it errs towards True. False on every clean
+            result.
     """
 
     session_id: str
@@ -45,8 +50,8 @@ class InjectRequest:
         may_have_been_applied: Set when this is a resend of an entry whose earlier send may
             have been applied (an earlier run was stopped or killed while it was in flight, or
             it failed with `error.may_have_been_applied`). The send is then treated like a
-            retry after an ambiguous attempt: the result is flagged `possible_duplicate`
-            unless the returned bucket rules a duplicate out.
+            retry after an ambiguous attempt that may still apply: its result is always
+            flagged `possible_duplicate`, and a failure says `may_have_been_applied`.
     """
 
     session_id: str

@@ -86,6 +86,16 @@ async def backfill(client: OsviClient, rows: list[tuple[str, str]]) -> BulkSumma
     return run.summary
 
 
+async def mixed(client: OsviClient, session_id: str) -> int:
+    # A list mixing both item forms needs its annotation: mypy would infer list[object].
+    items: list[InjectRequest | tuple[str, str]] = [
+        InjectRequest(session_id=session_id, context="first"),
+        (session_id, "second"),
+    ]
+    async with client.inject_many(items) as run:
+        return len([outcome async for outcome in run])
+
+
 async def drained(client: OsviClient, rows: list[tuple[str, str]]) -> int:
     journal: list[int] = []
     async with client.inject_many(rows, hold_on_failure=False, on_send=journal.append) as run:
