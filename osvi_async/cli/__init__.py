@@ -1,20 +1,63 @@
-"""The `osvi-async` command line (install the `cli` extra: `pip install 'osvi-async[cli]'`)."""
+"""The `osvi-async` command line (install the `cli` extra: `pip install 'osvi-async[cli]'`).
+
+This module is the entry point and stays light on purpose: `main` installs the SIGINT and
+SIGTERM handlers before anything else is imported (click, rich and the commands take a
+noticeable fraction of a second to import), so a signal at any moment ends the process with
+one line on stderr and exit 130 or 143, never a traceback or a silent death. While a bulk run
+is in its loop, its own handlers take over to drain it gracefully, then hand back to these.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from types import FrameType
+from typing import Final
+
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_SHOW_CURSOR: Final = b"\x1b[?25h"  # a live progress bar hides it on a terminal
+
+
+def stop_now(signum: int, frame: FrameType | None = None) -> None:
+    """Exit at once with one line: `error: stopped by SIGINT` (130) or `SIGTERM` (143).
+
+    Exits with `os._exit`, so no exception travels through whatever code the signal
+    interrupted (an import, a `finally`, the interpreter's shutdown). What was already
+    written to the report stays valid: it is appended one whole line per write.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: S112 - a flush the signal interrupted; exit anyway
+            continue
+    name = signal.Signals(signum).name
+    try:
+        if os.isatty(2):
+            os.write(2, _SHOW_CURSOR)
+        os.write(2, f"error: stopped by {name}\n".encode())
+    finally:
+        os._exit(128 + signum)
+
+
+def install_stop_handlers() -> None:
+    """SIGINT and SIGTERM end the process with `stop_now` (outside a bulk run's loop)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_now)
 
 
 def main() -> None:
     """Entry point of the `osvi-async` script."""
+    install_stop_handlers()
     try:
-        from osvi_async.cli._app import main as app  # noqa: PLC0415 - optional deps
+        from osvi_async.cli._app import run  # noqa: PLC0415 - optional deps, loaded late
     except ImportError as error:  # click or rich missing
         sys.exit(
             f"osvi-async: the command line needs the 'cli' extra ({error.name} is missing): "
             "pip install 'osvi-async[cli]'"
         )
-    app()
+    sys.exit(run())
 
 
-__all__ = ["main"]
+__all__ = ["STOP_SIGNALS", "install_stop_handlers", "main", "stop_now"]

@@ -9,13 +9,11 @@ the token.
 from __future__ import annotations
 
 import asyncio
-import functools
-import itertools
 import json
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Final, ParamSpec, TypeVar, cast
+from typing import IO, Any, Final, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -32,34 +30,31 @@ from osvi_async.cli._bulk_io import (
     InputFormat,
     Record,
     detect_format,
+    input_lines,
+    open_regular_file,
     open_text,
+    read_first_line,
     read_records,
 )
 from osvi_async.cli._bulk_run import BulkCounts, run_bulk
 from osvi_async.cli._demo import DemoSettings, run_demo
-from osvi_async.cli._progress import BulkProgress
+from osvi_async.cli._options import MAX_CONCURRENCY, FiniteFloat, usage_line
+from osvi_async.cli._progress import BulkProgress, logs_on
 from osvi_async.cli._report import (
     InputIdentity,
+    ReportError,
     ReportState,
     ReportWriter,
     identify_input,
-    read_report,
+    open_report,
 )
-from osvi_async.cli._signals import (
-    GracefulStop,
-    exit_code,
-    interrupt_signal,
-    signal_name,
-    terminate_like_interrupt,
-)
+from osvi_async.cli._signals import GracefulStop
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
-EXIT_INTERRUPTED: Final = 130
 
 _TOKEN_HELP: Final = "API token; defaults to $OSVI_API_TOKEN. Never printed."  # noqa: S105
 _URL_HELP: Final = "API root; defaults to $OSVI_BASE_URL, then https://api.osvi.ai."
@@ -92,6 +87,8 @@ def _error_exit(error: OsviError) -> click.exceptions.Exit:
 
 
 def _client(token: str | None, base_url: str | None, timeout: float) -> OsviClient:
+    if not token:
+        raise _fail("no API token: pass --token or set OSVI_API_TOKEN", EXIT_USAGE)
     try:
         return OsviClient(token, base_url=base_url, timeout=timeout)
     except ClientValidationError as error:
@@ -104,12 +101,34 @@ def main() -> None:
     """osvi-async: inject context into OSVI chat sessions from the command line."""
 
 
+def run(args: Sequence[str] | None = None) -> int:
+    """Run a command; returns its exit code. Usage errors are one line on stderr (exit 2)."""
+    try:
+        code = main.main(args, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        error.show()  # `osvi-async` alone: the help text, as click prints it
+        return error.exit_code
+    except click.UsageError as error:
+        click.echo(usage_line(error), err=True)
+        return EXIT_USAGE
+    except click.ClickException as error:
+        click.echo(f"error: {' '.join(error.format_message().split())}", err=True)
+        return error.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return EXIT_FAILED
+    return code if isinstance(code, int) else 0
+
+
+_TIMEOUT: Final = FiniteFloat(min=0, min_open=True)
+
+
 @main.command()
 @click.argument("session_id")
 @click.argument("text")
 @click.option("--token", envvar="OSVI_API_TOKEN", show_envvar=False, help=_TOKEN_HELP)
 @click.option("--base-url", envvar="OSVI_BASE_URL", show_envvar=False, help=_URL_HELP)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0)
+@click.option("--timeout", type=_TIMEOUT, default=30.0)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def inject(
     session_id: str,
@@ -130,8 +149,6 @@ def inject(
         bucket = run_coroutine(send())
     except OsviError as error:
         raise _error_exit(error) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", EXIT_INTERRUPTED) from None
     if as_json:
         click.echo(json.dumps({"session_id": session_id, "context": list(bucket)}))
     else:
@@ -139,42 +156,29 @@ def inject(
             click.echo(f"{number}. {entry}")
 
 
-def _stops_on_signals(command: Callable[P, None]) -> Callable[P, None]:
-    """SIGINT or SIGTERM outside the run's own handlers: one line and exit 130 or 143."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        terminate_like_interrupt()  # a SIGTERM before the loop runs ends like Ctrl+C
-        try:
-            command(*args, **kwargs)
-        except KeyboardInterrupt as interrupt:
-            signum = interrupt_signal(interrupt)
-            raise _fail(
-                f"stopped by {signal_name(signum)}; run again with --resume to finish",
-                exit_code(signum),
-            ) from None
-
-    return wrapper
-
-
 @main.command()
 @click.argument("input_path", metavar="INPUT")
-@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Max requests/s.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    default=64,
+    show_default=True,
+    help="Requests in flight at most.",
+)
+@click.option("--rate", type=FiniteFloat(min=0, min_open=True), help="Max requests/s.")
 @click.option("--report", type=click.Path(path_type=Path), help="JSONL report.")
-@click.option("--resume", is_flag=True, help="Send only what the report lacks or left undone.")
+@click.option("--resume", is_flag=True, help="Continue the run --report journals.")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0, allow_inf=True),
     default=10.0,
     show_default=True,
-    help="Seconds in-flight items get to finish after SIGINT or SIGTERM.",
+    help="Seconds in-flight items get to finish after SIGINT or SIGTERM (inf: wait).",
 )
 @click.option("--format", "input_format", type=click.Choice(["auto", "jsonl", "csv"]))
 @click.option("--token", envvar="OSVI_API_TOKEN", show_envvar=False, help=_TOKEN_HELP)
 @click.option("--base-url", envvar="OSVI_BASE_URL", show_envvar=False, help=_URL_HELP)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0)
-@_stops_on_signals
+@click.option("--timeout", type=_TIMEOUT, default=30.0)
 def bulk(
     input_path: str,
     concurrency: int,
@@ -206,15 +210,16 @@ def bulk(
         raise _fail(str(error), EXIT_USAGE) from None
     with stream:
         client = _client(token, base_url, timeout)
-        first = stream.readline()
+        limit = client.max_context_bytes
+        first = read_first_line(stream, limit)
         fmt: InputFormat = (
             detect_format(input_path, first)
             if input_format in (None, "auto")
             else cast("InputFormat", input_format)
         )
-        limit = client.max_context_bytes
         try:
-            records = read_records(itertools.chain([first], stream), fmt, max_context_bytes=limit)
+            lines = input_lines(stream, fmt, limit, first=first)
+            records = read_records(lines, fmt, max_context_bytes=limit)
         except InputError as error:
             raise _fail(str(error), EXIT_USAGE) from None
         identity = _identify(input_path, fmt, limit)
@@ -227,7 +232,10 @@ def bulk(
         console = Console(stderr=True)
         stop = GracefulStop(grace, notice=console.print)
         try:
-            with BulkProgress(console, counts, to_send, description="injecting") as progress:
+            with (
+                BulkProgress(console, counts, to_send, description="injecting") as progress,
+                logs_on(console),
+            ):
                 run_coroutine(
                     _bulk_main(
                         client,
@@ -259,12 +267,15 @@ def _identify(input_path: str, fmt: InputFormat, limit: int) -> InputIdentity | 
 
     def count(text: IO[str]) -> int:
         try:
-            return sum(1 for _ in read_records(text, fmt, max_context_bytes=limit))
+            lines = input_lines(text, fmt, limit, first=read_first_line(text, limit))
+            return sum(1 for _ in read_records(lines, fmt, max_context_bytes=limit))
         except InputError:
             return 0
 
     try:
-        return identify_input(Path(input_path), count)
+        return identify_input(open_regular_file(Path(input_path)), count)
+    except InputError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
     except OSError as error:
         raise _fail(f"cannot read {input_path}: {error.strerror}", EXIT_USAGE) from None
 
@@ -272,31 +283,19 @@ def _identify(input_path: str, fmt: InputFormat, limit: int) -> InputIdentity | 
 def _open_report(
     report: Path | None, identity: InputIdentity | None, *, resume: bool
 ) -> tuple[ReportState | None, ReportWriter | None]:
-    """Read (and repair) the report, check it belongs to this input, open it for appending.
+    """Open, lock and check the report (see `open_report`), then print its warnings.
 
     Returns what --resume reads from it (None without --resume) and the writer (None without
-    --report). Any problem is exit 2 with one line, before anything is sent.
+    --report). Any problem is exit 2 with one line, before anything is sent or written.
     """
     if report is None:
         return None, None
     try:
-        state = read_report(report)
-        for warning in state.warnings:
-            click.echo(warning, err=True)
-        writer = ReportWriter(report)
-    except OSError as error:
-        raise _fail(f"cannot use the report {report}: {error.strerror}", EXIT_USAGE) from None
-    try:
-        if writer.empty:
-            writer.write_header(identity)
-            return (state if resume else None), writer
-    except OSError as error:
-        writer.close()
-        raise _fail(f"cannot write the report {report}: {error.strerror}", EXIT_USAGE) from None
-    problem = state.problem_with(identity)
-    if problem is not None:
-        writer.close()
-        raise _fail(f"the report {report} {problem}; use another --report path", EXIT_USAGE)
+        state, writer = open_report(report, identity, resume=resume)
+    except ReportError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
+    for warning in state.warnings:
+        click.echo(warning, err=True)
     return (state if resume else None), writer
 
 
@@ -340,17 +339,21 @@ def serve(args: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--sessions", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--entries", type=click.IntRange(min=1), default=6000, show_default=True)
-@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--sessions", type=click.IntRange(min=1, max=100_000), default=300, show_default=True)
+@click.option(
+    "--entries", type=click.IntRange(min=1, max=1_000_000), default=6000, show_default=True
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    default=64,
+    show_default=True,
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 def demo(sessions: int, entries: int, concurrency: int, seed: int) -> None:
     """Bulk-inject into the embedded emulator under faults, then verify every entry."""
     console = Console()
     settings = DemoSettings(sessions=sessions, entries=entries, concurrency=concurrency, seed=seed)
-    try:
-        verified = run_coroutine(run_demo(settings, console))
-    except KeyboardInterrupt:
-        raise _fail("interrupted", EXIT_INTERRUPTED) from None
+    verified = run_coroutine(run_demo(settings, console))
     if not verified:
         raise click.exceptions.Exit(EXIT_FAILED)

@@ -78,6 +78,49 @@ def detect_format(path: str, first_line: str) -> InputFormat:
     return "csv" if header[:2] == list(_CSV_COLUMNS) else "jsonl"
 
 
+_LINE_ENDS: Final = ("\n", "\r")
+_SKIP_CHUNK: Final = 1 << 20  # characters read at a time while skipping an over-long line
+
+
+def read_first_line(stream: IO[str], max_context_bytes: int) -> str:
+    """The first line, for `detect_format`, read no further than any record may be long."""
+    return stream.readline(max_record_chars("jsonl", max_context_bytes) + 1)
+
+
+def input_lines(
+    stream: IO[str], input_format: InputFormat, max_context_bytes: int, *, first: str = ""
+) -> Iterator[str]:
+    """The lines of INPUT for `read_records`, starting with `first` (already read from it).
+
+    JSON Lines are read in bounded pieces: a line longer than any record may be is cut
+    after `max_record_chars + 1` characters and the rest of it is read and dropped in 1 Mi
+    character chunks, so one huge line is never held in memory (it is still reported as too
+    long). CSV lines go to `read_records` whole: a record may span lines there, and
+    `read_records` bounds the record itself.
+    """
+    limit = max_record_chars(input_format, max_context_bytes)
+    if input_format == "csv":
+        if first and not first.endswith(_LINE_ENDS):
+            first += stream.readline()  # a first line cut short by read_first_line
+        if first:
+            yield first
+        yield from stream
+        return
+    line = first
+    while True:
+        if not line:
+            line = stream.readline(limit + 1)
+            if not line:
+                return
+        if len(line) > limit and not line.endswith(_LINE_ENDS):
+            while True:  # skip to the line's real end, keeping only its start
+                chunk = stream.readline(_SKIP_CHUNK)
+                if not chunk or chunk.endswith(_LINE_ENDS):
+                    break
+        yield line
+        line = ""
+
+
 def read_records(
     lines: Iterable[str], input_format: InputFormat, *, max_context_bytes: int
 ) -> Iterator[Record]:
@@ -213,22 +256,35 @@ def open_text(path: str) -> IO[str]:
         if sys.stdin is None:
             raise InputError("INPUT is -, but stdin is closed")
         return decode_input(sys.stdin.buffer)
+    return decode_input(open_regular_file(Path(path)))
+
+
+def open_regular_file(path: Path) -> IO[bytes]:
+    """Open INPUT for reading in binary, refusing anything but a regular file.
+
+    The file is opened non-blocking and checked with `fstat` before anything is read: a
+    FIFO would otherwise block in `open` until a writer appears, and a device could be read
+    forever. A bulk run reads INPUT twice (to count and identify it, then to send it), which
+    a pipe or device cannot do either; stdin (`-`) is the way to stream.
+
+    Raises:
+        InputError: INPUT is missing, a directory, not a regular file or cannot be opened.
+    """
     try:
-        raw = Path(path).open("rb")  # noqa: SIM115 - the caller closes the text stream
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InputError(f"no such input file: {path}") from None
     except IsADirectoryError:
         raise InputError(f"INPUT is a directory: {path}") from None
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror}") from None
-    mode = os.fstat(raw.fileno()).st_mode
+    mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
-        # A bulk run reads INPUT twice (to count and identify it, then to send it), which a
-        # pipe or device cannot do; stdin (`-`) is the way to stream.
-        raw.close()
+        os.close(fd)
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (use - for stdin)"
         raise InputError(f"INPUT is {kind}: {path}")
-    return decode_input(raw)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def decode_input(raw: IO[bytes]) -> IO[str]:

@@ -46,6 +46,8 @@ class BulkCounts:
         unread: True when the run stopped before reading all its input.
         read: Records this run read from the input to send (malformed ones included).
         stopped_unsent: Of the stopped, those certainly not sent.
+        failed_for_good: Of the failed, those a resend would fail again (refused for good,
+            malformed): `--resume` does not resend them.
     """
 
     ok: int = 0
@@ -61,6 +63,7 @@ class BulkCounts:
     unread: bool = False
     read: int = 0
     stopped_unsent: int = 0
+    failed_for_good: int = 0
 
     @property
     def finished(self) -> int:
@@ -117,7 +120,7 @@ class BulkCounts:
             line += f", {self.maybe_applied} may have been applied"
         if self.possible_duplicates:
             line += f", {self.possible_duplicates} possible duplicates"
-        if self.held or self.failed:
+        if self.held or self.failed > self.failed_for_good:
             line += "; run again with --resume to retry what failed"
         return line
 
@@ -165,6 +168,7 @@ class _Journal:
                         index=record.index, line=record.line, problem=record.problem
                     )
                 counts.failed += 1
+                counts.failed_for_good += 1
                 self.progress.refresh_soon()
                 continue
             request = record.request
@@ -192,18 +196,21 @@ class _Journal:
             )
         elif not outcome.ok:
             self._failed_at[outcome.index] = record.index
+        for_good = error is not None and refused_for_good(error)
         if self.report is not None:
             self.report.write_outcome(
                 index=record.index,
                 line=record.line,
                 session_id=record.request.session_id if record.request else None,
                 outcome=outcome,
-                refused_for_good=error is not None and refused_for_good(error),
+                refused_for_good=for_good,
                 waiting_for=waiting_for,
             )
         if self.on_outcome is not None:
             self.on_outcome(record, outcome)
         self.counts.count(outcome)
+        if for_good and not isinstance(error, ItemHeldError | RunStoppedError):
+            self.counts.failed_for_good += 1
         self.progress.refresh_soon()
 
 

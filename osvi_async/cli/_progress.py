@@ -7,7 +7,10 @@ final in the report are not part of it, so a resumed run's bar ends at its total
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
@@ -25,6 +28,44 @@ if TYPE_CHECKING:
     from osvi_async.cli._bulk_run import BulkCounts
 
 _REFRESH_SECONDS: Final = 0.1
+_SDK_LOGGER: Final = "osvi_async"
+
+
+class _ConsoleHandler(logging.Handler):
+    """Prints the SDK's log records through the console, above a live progress bar.
+
+    Written straight to stderr, each record would land in the middle of the bar's line.
+    Records are one line each, printed as plain text (no rich markup: server text is data).
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = " ".join(record.getMessage().split())
+            level = record.levelname.lower()
+            self._console.print(
+                f"{level}: {message}", markup=False, highlight=False, soft_wrap=True
+            )
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def logs_on(console: Console) -> Iterator[None]:
+    """Route the SDK's warnings and errors through `console` for the block's duration."""
+    logger = logging.getLogger(_SDK_LOGGER)
+    handler = _ConsoleHandler(console)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # no second copy through the root logger (or its last resort)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 class BulkProgress:

@@ -15,16 +15,25 @@ unbuffered file, so a kill (even SIGKILL) tears at most the last line:
 `read_report` folds the lines back into three facts per record index: *done* (its last
 outcome is ok), *final* (its last outcome failed in a way a resend would repeat) and *maybe
 applied* (an intent without a later outcome, or an outcome with `may_have_been_applied`,
-sticky until an ok line). A torn or undecodable last line is cut off and warned about.
+sticky until an ok line).
+
+`open_report` is the only way a run opens a report, and it writes nothing until the file is
+proven ours and usable: it must be a regular file (or not exist), it is locked for the whole
+run (`flock`, so two runs never journal into one report; the kernel drops the lock when the
+process dies, SIGKILL included), it is read without being modified, its header must match
+the input and `--resume` must be given for a report that already holds a run. Only then is a
+torn last line cut off (with a warning) and, for a new report, the header written.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final
 
@@ -37,6 +46,12 @@ MALFORMED_INPUT: Final = "malformed_input"
 """The `error` of an input record that could not be read as an item."""
 
 _CHUNK: Final = 1 << 20
+_HEADER_LIMIT: Final = 64 * 1024  # far longer than any header we write
+_HEADER_PREFIX: Final = b'{"osvi_async_report": '
+
+
+class ReportError(Exception):
+    """The report cannot be used for this run; one line for the user (exit 2, nothing sent)."""
 
 
 @attrs.frozen
@@ -55,7 +70,7 @@ class InputIdentity:
 class _HashingReader(io.RawIOBase):
     """A binary file seen through a SHA-256: every byte read is hashed and counted."""
 
-    def __init__(self, raw: io.BufferedIOBase) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self.digest = hashlib.sha256()
         self.size = 0
@@ -72,8 +87,8 @@ class _HashingReader(io.RawIOBase):
         return count
 
 
-def identify_input(path: Path, count: Callable[[IO[str]], int]) -> InputIdentity:
-    """Hash a file and count its records (for the progress bar) in one pass.
+def identify_input(raw: IO[bytes], count: Callable[[IO[str]], int]) -> InputIdentity:
+    """Hash a file opened in binary and count its records (for the progress bar) in one pass.
 
     `count` reads the text (UTF-8, a leading BOM skipped, undecodable bytes escaped, as the
     run itself reads it) and returns how many records it holds. Whatever it leaves unread is
@@ -82,7 +97,7 @@ def identify_input(path: Path, count: Callable[[IO[str]], int]) -> InputIdentity
     Raises:
         OSError: The file cannot be read.
     """
-    with path.open("rb") as raw:
+    with raw:
         hashing = _HashingReader(raw)
         buffered = io.BufferedReader(hashing, buffer_size=_CHUNK)
         text = io.TextIOWrapper(
@@ -110,22 +125,13 @@ class ReportWriter:
     as a JSON `\\uXXXX` escape, so the file stays valid UTF-8 and JSON.
     """
 
-    def __init__(self, path: Path) -> None:
-        """Open `path` for appending.
-
-        Raises:
-            OSError: The report cannot be opened for writing.
-        """
-        self._file = path.open("ab", buffering=0)
+    def __init__(self, file: io.RawIOBase) -> None:
+        """Write to `file`, an unbuffered binary file opened for appending (see `open_report`)."""
+        self._file = file
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file, which also releases the run's lock on it (idempotent)."""
         self._file.close()
-
-    @property
-    def empty(self) -> bool:
-        """Whether nothing was written to the file yet (then it needs a header)."""
-        return self._file.tell() == 0
 
     def write_header(self, identity: InputIdentity | None) -> None:
         """Record which input this report belongs to (None: stdin, not checkable)."""
@@ -217,7 +223,7 @@ def _get(bitmap: bytearray, index: int) -> bool:
 class ReportState:
     """What a report says about each record index (bitmaps: one bit per record)."""
 
-    exists: bool = False
+    empty: bool = True
     has_header: bool = False
     input: dict[str, object] | None = None
     done: bytearray = attrs.field(factory=bytearray)
@@ -225,6 +231,9 @@ class ReportState:
     maybe_applied: bytearray = attrs.field(factory=bytearray)
     pending: bytearray = attrs.field(factory=bytearray)
     warnings: list[str] = attrs.field(factory=list)
+    torn_at: int | None = None
+    """Where a torn or unreadable last line starts (the file is cut back there), or None."""
+    torn_line: int = 0
 
     def is_done(self, index: int) -> bool:
         """The record's last outcome is ok: skip it."""
@@ -248,16 +257,28 @@ class ReportState:
                 final += 1
         return done, final
 
-    def problem_with(self, identity: InputIdentity | None) -> str | None:
-        """Why this report cannot be used with this input, or None if it can."""
-        if not self.has_header:
-            return "has no osvi-async report header (another file, or an older version's)"
-        if identity is None:
-            return "cannot be checked against stdin; resume from the input file instead"
-        if self.input is None:
-            return "was written for stdin, which cannot be checked; start a new report"
-        if self.input.get("sha256") != identity.sha256:
-            return "was written for another input (its SHA-256 differs)"
+    def problem_with(self, identity: InputIdentity | None, *, resume: bool) -> str | None:
+        """Why this report cannot be used for this run, or None if it can."""
+        if self.empty:
+            return None
+        written_for = self.input.get("sha256") if self.input is not None else None
+        problems = (
+            (not self.has_header, "is not an osvi-async report (its first line is not a header)"),
+            (identity is None, "already holds a run, and stdin cannot be checked against it"),
+            (self.input is None, "was written for stdin, which cannot be checked against INPUT"),
+            (
+                identity is not None and written_for != identity.sha256,
+                "was written for another input (its SHA-256 differs)",
+            ),
+        )
+        for found, problem in problems:
+            if found:
+                return f"{problem}; choose another --report path"
+        if not resume:
+            return (
+                "already holds a run of this input; add --resume to continue it, "
+                "or choose another --report path"
+            )
         return None
 
     def fold(self, entry: dict[str, object]) -> bool:
@@ -299,49 +320,106 @@ def _parse(raw: bytes) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) for each line, the last one without its newline if it has none."""
-    offset = 0
-    with path.open("rb") as stream:
-        for line in stream:
-            yield offset, line
-            offset += len(line)
+def read_report(stream: IO[bytes]) -> ReportState:
+    """Read a report from the start of `stream`, without changing it.
 
-
-def read_report(path: Path) -> ReportState:
-    """Read a report for `--resume`, repairing a torn tail (the file is cut back).
-
-    A last line that is incomplete (no newline) or unreadable (bad JSON or UTF-8) is what a
-    kill mid-write leaves: it is cut off so it is neither resent forever nor read again, with
-    a warning. Unreadable lines before it are skipped with one warning.
-
-    Raises:
-        OSError: The report exists but cannot be read or repaired.
+    The first line must be our header; if it is not, reading stops there (`has_header` is
+    False) so a file that is not a report is neither read through nor touched. A last line
+    that is incomplete (no newline) or unreadable (bad JSON or UTF-8) is what a kill
+    mid-write leaves: its offset is kept in `torn_at` for `open_report` to cut off. A file
+    holding only the start of a header is torn at 0, that is, empty. Unreadable lines
+    before the last one are skipped with one warning.
     """
     state = ReportState()
-    if not path.exists():
+    first = stream.readline(_HEADER_LIMIT)
+    if not first:
         return state
-    state.exists = True
+    state.empty = False
+    if not first.endswith(b"\n"):
+        if first.startswith(_HEADER_PREFIX) and not stream.read(1):
+            state.empty, state.torn_at, state.torn_line = True, 0, 1
+        return state
+    header = _parse(first)
+    if header is None or "osvi_async_report" not in header or not state.fold(header):
+        return state
     bad: list[int] = []
+    offset = len(first)
     last: tuple[int, int, bool] | None = None  # (line number, offset, readable) of the last
-    for number, (offset, raw) in enumerate(_lines(path), start=1):
+    for number, raw in enumerate(stream, start=2):
         entry = _parse(raw) if raw.endswith(b"\n") else None
         readable = entry is not None and state.fold(entry)
         if not readable:
             bad.append(number)
         last = (number, offset, readable)
+        offset += len(raw)
     if last is not None and not last[2]:
-        number, offset, _ = last
+        state.torn_line, state.torn_at, _ = last
         bad.pop()
-        with path.open("r+b") as stream:
-            stream.truncate(offset)
-            os.fsync(stream.fileno())
-        state.warnings.append(
-            f"warning: {path}: removed its torn last line ({number}), left by a stop mid-write"
-        )
     if bad:
         shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        state.warnings.append(
-            f"warning: {path}: skipped {len(bad)} unreadable line(s) in the middle: {shown}"
-        )
+        state.warnings.append(f"skipped {len(bad)} unreadable line(s) in the middle: {shown}")
     return state
+
+
+def _open_locked(path: Path) -> int:
+    """Open (or create) `path` for appending, refuse anything but a regular file, lock it."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)  # O_NONBLOCK: a FIFO must not hang the open
+    except OSError as error:
+        raise ReportError(f"cannot use the report {path}: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ReportError(f"the report {path} is not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReportError(
+                f"the report {path} is in use by another osvi-async bulk run"
+            ) from None
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_report(
+    path: Path, identity: InputIdentity | None, *, resume: bool
+) -> tuple[ReportState, ReportWriter]:
+    """Open, lock, read and check the report; only then repair its tail or write its header.
+
+    Returns what the report says (empty for a new report) and its writer, which holds the
+    lock until it is closed. Warnings for the user (a torn tail cut off, lines skipped) are
+    in the state's `warnings`, each one line starting with "warning: ".
+
+    Raises:
+        ReportError: The report is not a regular file, is locked by another run, is not
+            ours, belongs to another input or already holds a run and `resume` is False,
+            or cannot be read or written. Nothing was written to it.
+    """
+    fd = _open_locked(path)
+    file = os.fdopen(fd, "r+b", buffering=0)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            state = read_report(stream)
+        problem = state.problem_with(identity, resume=resume)
+        if problem is not None:
+            raise ReportError(f"the report {path} {problem}")
+        if state.torn_at is not None:
+            os.ftruncate(fd, state.torn_at)
+            os.fsync(fd)
+            state.warnings.insert(
+                0, f"removed its torn last line ({state.torn_line}), left by a stop mid-write"
+            )
+        writer = ReportWriter(file)
+        if state.empty:
+            writer.write_header(identity)
+    except OSError as error:
+        file.close()
+        raise ReportError(f"cannot use the report {path}: {error.strerror}") from None
+    except BaseException:
+        file.close()
+        raise
+    state.warnings = [f"warning: {path}: {warning}" for warning in state.warnings]
+    return state, writer

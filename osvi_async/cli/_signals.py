@@ -2,33 +2,26 @@
 
 Inside the running loop the handlers are installed with `loop.add_signal_handler`, so a signal
 never interrupts the code between two statements: it only asks the run to drain. Before and
-after the loop, SIGTERM is turned into the same exception as Ctrl+C (`KeyboardInterrupt`), so
-a SIGTERM that arrives while the input is being counted ends with a line and exit 143, not a
-silent death.
+after the loop, the entry point's handlers (`osvi_async.cli.stop_now`) end the process at once
+with one line and exit 130 or 143: nothing is in flight then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
-from typing import Final, Protocol
+from typing import Protocol
 
-STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+from osvi_async.cli import STOP_SIGNALS, install_stop_handlers
 
 
 class Drainable(Protocol):
     """What a stop asks of a run (`BulkRun.drain`)."""
 
     def drain(self, grace: float = 10.0) -> None: ...
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM outside the loop, raised like Ctrl+C's KeyboardInterrupt."""
-
-    signum: int = signal.SIGTERM
 
 
 def signal_name(signum: int) -> str:
@@ -39,20 +32,6 @@ def signal_name(signum: int) -> str:
 def exit_code(signum: int) -> int:
     """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
     return 128 + signum
-
-
-def interrupt_signal(error: KeyboardInterrupt) -> int:
-    """Which signal an interrupt came from (a plain KeyboardInterrupt is Ctrl+C)."""
-    return error.signum if isinstance(error, Terminated) else signal.SIGINT
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-def terminate_like_interrupt() -> None:
-    """Make SIGTERM raise `Terminated` in the main thread (outside the loop's handlers)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 class GracefulStop:
@@ -80,8 +59,9 @@ class GracefulStop:
             self._run.drain(self.grace if self.signals == 1 else 0.0)
         if self._notice is not None:
             name = signal_name(signum)
+            wait = "as long as they need" if math.isinf(self.grace) else f"up to {self.grace:g} s"
             self._notice(
-                f"{name}: stopping; items in flight get up to {self.grace:g} s to finish "
+                f"{name}: stopping; items in flight get {wait} to finish "
                 "(signal again to stop at once)"
                 if self.signals == 1
                 else f"{name}: stopping at once"
@@ -98,4 +78,4 @@ class GracefulStop:
         finally:
             for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
-            terminate_like_interrupt()  # remove_signal_handler restored SIGTERM's default
+            install_stop_handlers()  # remove_signal_handler restored the defaults

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NoReturn
 
 from osvi_async.testing._emulator import DEFAULT_HOST, OsviEmulator
 from osvi_async.testing._faults import FaultKind, FaultPlan
@@ -67,18 +68,36 @@ async def serve(
             loop.remove_signal_handler(signum)
 
 
+def _finite(text: str) -> float:
+    """A float that is a number and finite: nan passes every range check (all compare False)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (`prog: error: ... (see prog --help)`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _port(text: str) -> int:
@@ -90,7 +109,7 @@ def _port(text: str) -> int:
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     failure_kinds = [kind.value for kind in FaultKind if kind is not FaultKind.LATENCY]
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Serve an in-memory emulator of the OSVI Chat v1 API until interrupted.",
     )

@@ -7,12 +7,20 @@ import json
 from pathlib import Path
 
 from osvi_async import InjectOutcome, InjectRequest, RunStoppedError
-from osvi_async.cli._report import ReportWriter, read_report
+from osvi_async.cli._report import InputIdentity, ReportState, ReportWriter, open_report
 from osvi_async.testing import OsviEmulator
 from tests.chaos._cli import last_outcomes, report_entries, write_input
 from tests.cli.test_cli import assert_clean, osvi
 
-HEADER = b'{"osvi_async_report": 1, "input": null}\n'
+IDENTITY = InputIdentity(sha256="0" * 64, bytes=0, records=0)
+HEADER = json.dumps({"osvi_async_report": 1, "input": IDENTITY.as_json()}).encode() + b"\n"
+
+
+def read_report(report: Path) -> ReportState:
+    """Open the report as `--resume` does (repairing its tail), then close it again."""
+    state, writer = open_report(report, IDENTITY, resume=True)
+    writer.close()
+    return state
 
 
 def _outcome(index: int, *, ok: bool, maybe: bool = False, final: bool = False) -> bytes:
@@ -89,7 +97,7 @@ def test_may_have_been_applied_is_sticky_until_ok(tmp_path: Path) -> None:
 def test_lone_surrogates_are_written_as_valid_utf8_json(tmp_path: Path) -> None:
     """A session id or message with a lone surrogate never crashes the writer."""
     report = tmp_path / "r.jsonl"
-    writer = ReportWriter(report)
+    writer = ReportWriter(report.open("ab", buffering=0))
     error = RunStoppedError("stopped \udcff here", request_sent=False)
     outcome = InjectOutcome(0, InjectRequest("s\ud800", "c"), ok=False, error=error)
     writer.write_outcome(
