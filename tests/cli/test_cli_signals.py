@@ -161,3 +161,45 @@ async def test_sigterm_before_the_run_starts_is_one_line(osvi_emulator: OsviEmul
     [line] = err.decode().strip().splitlines()
     assert line.startswith("error: stopped by SIGTERM")
     assert osvi_emulator.stats.requests_total == 0
+
+
+EARLY_MOMENTS: Final = (0.0, 0.02, 0.05, 0.1, 0.2)
+"""Seconds after the entry point's handlers are in place (click, rich and the commands still
+loading at the first ones; reading input or building the demo's items at the last)."""
+
+
+def _cli_only_env(emulator: OsviEmulator) -> dict[str, str]:
+    """The CLI's environment without coverage's hooks, whose own SIGTERM handler would mask ours."""
+    return {k: v for k, v in cli_env(emulator).items() if not k.startswith("COVERAGE_")}
+
+
+@pytest.mark.parametrize("command", ["bulk", "demo"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_early_signals_end_every_command_with_one_line(
+    osvi_emulator: OsviEmulator, command: str, signum: int
+) -> None:
+    """A signal while the command is still starting: 130/143, one line, no traceback, no send."""
+    args = ["bulk", "-"] if command == "bulk" else ["demo", "--entries", "200000"]
+    name = signal.Signals(signum).name
+    for delay in EARLY_MOMENTS:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "osvi_async.cli",
+            *args,
+            env=_cli_only_env(osvi_emulator),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # SIGTERM is caught only once the entry point installed its handlers.
+        pid = process.pid
+        assert await wait_until(lambda: _catches(pid, signal.SIGTERM), timeout=30)  # noqa: B023
+        await asyncio.sleep(delay)
+        process.send_signal(signum)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        text = err.decode()
+        assert process.returncode == 128 + signum, (delay, text)
+        assert "Traceback" not in text
+        assert text.strip().splitlines() == [f"error: stopped by {name}"], (delay, text)
+    assert osvi_emulator.stats.requests_total == 0
