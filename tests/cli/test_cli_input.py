@@ -77,6 +77,7 @@ async def test_undecodable_lines_are_failed_items(
     assert {entries[i]["error"] for i in (1, 3, 4)} == {"malformed_input"}
     if not from_stdin:
         assert "6/6" in result.err  # the progress bar's total counts malformed records
+    assert "run again with --resume" not in result.err  # malformed records are final
     assert_clean(result, osvi_emulator.api_token)
 
 
@@ -280,3 +281,36 @@ def test_shrunk_lines_end_csv_records_where_the_originals_do() -> None:
             rows = list(_CsvRows(lines, limit))
             boundaries.append([first for first, _, _ in rows])
         assert boundaries[0] == boundaries[1], text
+
+
+async def test_a_fifo_as_input_is_refused_without_hanging(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """A FIFO as INPUT (no writer on the other end): exit 2 at once, one line, nothing sent."""
+    fifo = tmp_path / "input.fifo"
+    os.mkfifo(fifo)
+    result = await osvi("bulk", str(fifo), emulator=osvi_emulator)
+    assert_one_line_usage_error(result, osvi_emulator, "not a regular file", str(fifo))
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+async def test_an_over_long_json_line_fails_alone(
+    osvi_emulator: OsviEmulator, tmp_path: Path, from_stdin: bool
+) -> None:
+    """A JSON line longer than any record may be (first or later) fails alone; the rest is sent."""
+    a = osvi_emulator.create_session()
+    huge = item(a, "x" * (7 * DEFAULT_MAX_CONTEXT_BYTES))  # past 6 x max_context_bytes
+    data = huge + item(a, "a1") + huge + item(a, "a2")
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    source.write_bytes(data)
+    args = ("bulk", "-" if from_stdin else str(source), "--report", str(report))
+    result = await osvi(*args, emulator=osvi_emulator, stdin=data if from_stdin else None)
+    assert result.code == 1, result.err
+    assert osvi_emulator.applied(a) == ("a1", "a2")
+    entries = outcomes(report)
+    assert [entries[i]["ok"] for i in range(4)] == [False, True, False, True]
+    assert str(entries[0]["message"]).startswith("line 1: longer than ")
+    assert str(entries[2]["message"]).startswith("line 3: longer than ")
+    if not from_stdin:
+        assert "4/4" in result.err
+    assert_clean(result, osvi_emulator.api_token)

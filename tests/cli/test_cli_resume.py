@@ -172,6 +172,9 @@ async def test_resend_after_a_kill_is_flagged(osvi_emulator: OsviEmulator, tmp_p
     assert "removed its torn last line" in second.err
     assert "1 ok, 0 failed, 5 skipped (already done)" in second.err
     assert "1 possible duplicates" in second.err
+    # The SDK's warning comes through the console as a line of its own, not through the bar.
+    [warning] = [line for line in second.err.splitlines() if "(possible_duplicate)" in line]
+    assert warning.startswith("warning: inject_context for session ")
     session = items[5].session_id
     assert osvi_emulator.applied(session).count(items[5].context) == 2
     assert last_outcomes(report)[5]["possible_duplicate"] is True
@@ -189,6 +192,7 @@ async def test_held_items_wait_for_their_session_and_resume_in_order(
     first = await osvi("bulk", str(source), "--report", str(report), emulator=osvi_emulator)
     assert first.code == 1
     assert "3 ok, 1 failed, 0 skipped (already done), 2 held" in first.err
+    assert "run again with --resume to retry what failed" in first.err
     last = last_outcomes(report)
     assert [last[i]["waiting_for"] for i in (2, 4)] == [0, 0]
     assert all(last[i]["held"] is True and last[i]["attempts"] == 0 for i in (2, 4))
