@@ -48,3 +48,18 @@ def test_refused_for_good_is_public() -> None:
     outage = osvi_async.ServerError("down", status=503, code=None, body="")
     assert osvi_async.refused_for_good(refusal) is True
     assert osvi_async.refused_for_good(outage) is False
+
+
+def test_importing_the_package_does_not_load_aiohttp() -> None:
+    """`import osvi_async` stays light (the CLI installs its signal handlers right after it)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, osvi_async; print(sorted(m for m in ('aiohttp', 'attrs') if m in sys.modules))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert shown == "[]"
+    assert osvi_async.OsviClient.__name__ == "OsviClient"  # and the lazy names still resolve
