@@ -231,7 +231,7 @@ async def run_bulk(
 
     Unreadable records are reported (and counted as failed) as they are read. A record whose
     earlier send may have applied it is resent with `may_have_been_applied`, so its outcome
-    carries `possible_duplicate` when the bucket cannot rule a duplicate out. If the run is
+    carries `possible_duplicate` (or, failed, `may_have_been_applied`). If the run is
     stopped, items that did not finish are reported as stopped (saying whether they may have
     been applied), and records never read have no line: `--resume` sends them.
     """
