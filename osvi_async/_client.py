@@ -26,6 +26,8 @@ from osvi_async._flow import FlowControl
 from osvi_async._send import send_inject_context
 from osvi_async._transport import Transport, closed_client_error
 from osvi_async._validation import (
+    check_bool,
+    check_callable,
     check_context,
     check_positive_int,
     check_rate,
@@ -245,6 +247,7 @@ class OsviClient:
         if self._transport.closed:
             raise closed_client_error()
         session_id = check_session_id(session_id)
+        may_have_been_applied = check_bool("may_have_been_applied", may_have_been_applied)
         context = check_context(context)
         body = encode_inject_body(context, self._config.max_context_bytes)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
@@ -338,10 +341,18 @@ class OsviClient:
             rate_limit = check_rate(rate_limit)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
         _check_retry(retry)
-        if on_send is not None and not callable(on_send):
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise ClientValidationError(
-                f"on_send must be a callable or None, got {type(on_send).__name__}"
+                f"retry_budget must be a RetryBudget or None, got {type(retry_budget).__name__}"
             )
+        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+            raise ClientValidationError(
+                "circuit_breaker must be a CircuitBreaker or None, "
+                f"got {type(circuit_breaker).__name__}"
+            )
+        hold_on_failure = check_bool("hold_on_failure", hold_on_failure)
+        if on_send is not None:
+            check_callable("on_send", on_send)
         engine = _Engine(
             transport=self._transport,
             url_for=self._inject_url,
@@ -357,7 +368,7 @@ class OsviClient:
                 breaker=circuit_breaker,
                 rate_limit=rate_limit,
             ),
-            hold_on_failure=bool(hold_on_failure),
+            hold_on_failure=hold_on_failure,
             on_send=on_send,
         )
         return BulkRun(engine)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from osvi_async._validation import (
     check_api_token,
     check_base_url,
+    check_bool,
+    check_callable,
     check_count,
     check_positive_int,
     check_seconds,
@@ -73,6 +75,15 @@ def _optional_positive(
 ) -> None:
     if value is not None:
         check_seconds(attribute.name, value, allow_zero=False)
+
+
+def _flag(_instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    check_bool(attribute.name, value)
+
+
+def _hook(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_callable(attribute.name, value)
 
 
 def _count_from(minimum: int) -> Callable[[object, attrs.Attribute[int], int], None]:
@@ -136,17 +147,21 @@ class RetryPolicy:
     retry_statuses: frozenset[int] = attrs.field(
         default=DEFAULT_RETRY_STATUSES, converter=check_statuses
     )
-    retry_connection_errors: bool = True
-    retry_timeouts: bool = True
-    retry_ambiguous: bool = True
-    respect_retry_after: bool = True
+    retry_connection_errors: bool = attrs.field(default=True, validator=_flag)
+    retry_timeouts: bool = attrs.field(default=True, validator=_flag)
+    retry_ambiguous: bool = attrs.field(default=True, validator=_flag)
+    respect_retry_after: bool = attrs.field(default=True, validator=_flag)
     max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
     deadline: float | None = attrs.field(default=None, validator=_optional_positive)
-    on_retry: Callable[[RetryEvent], None] | None = attrs.field(default=None, eq=False)
-    sleep: Callable[[float], Awaitable[None]] = attrs.field(
-        default=asyncio.sleep, eq=False, repr=False
+    on_retry: Callable[[RetryEvent], None] | None = attrs.field(
+        default=None, eq=False, validator=_hook
     )
-    random: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
+    sleep: Callable[[float], Awaitable[None]] = attrs.field(
+        default=asyncio.sleep, eq=False, repr=False, validator=_hook
+    )
+    random: Callable[[], float] | None = attrs.field(
+        default=None, eq=False, repr=False, validator=_hook
+    )
 
     @classmethod
     def none(cls) -> RetryPolicy:

@@ -180,7 +180,7 @@ def decode_inject_context(
     if not isinstance(answered_id, str):
         raise _shape_error(status, body, "expected a string at $.data.session_id", scrubber)
     if answered_id != session_id and answered_id.lower() != session_id.lower():
-        shown = scrubber.redact(answered_id[:60])
+        shown = scrubber.redact(answered_id)[:60]  # redact before cutting: never half a token
         raise _shape_error(
             status,
             body,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from osvi_async._flow import FlowControl
 from osvi_async._retry import may_have_been_applied
+from osvi_async._validation import check_bool
 from osvi_async.errors import (
     APIStatusError,
     ClientValidationError,
@@ -53,6 +54,7 @@ def refused_for_good(error: OsviError) -> bool:
 def as_request(raw: object) -> InjectRequest:
     """Read one input item as an InjectRequest, or raise ClientValidationError."""
     if isinstance(raw, InjectRequest):
+        check_bool("InjectRequest.may_have_been_applied", raw.may_have_been_applied)
         return raw
     if isinstance(raw, tuple) and len(raw) == 2:
         return InjectRequest(session_id=raw[0], context=raw[1])

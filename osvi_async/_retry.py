@@ -40,6 +40,9 @@ logger: Final = logging.getLogger("osvi_async")
 # How the API says that nothing reached the engine ("Python engine unreachable"); not just any
 # "unreachable", which an engine's own failure message may contain.
 _ENGINE_UNREACHABLE: Final = re.compile(r"\bengine unreachable\b", re.IGNORECASE)
+# How the API says the engine itself answered, with a failure ("Python engine returned 500 for
+# POST ..."): the attempt is over. Any other code (an engine time-out, say) may still apply.
+_ENGINE_ANSWERED: Final = re.compile(r"\bengine returned [1-5]\d\d\b", re.IGNORECASE)
 
 
 def may_have_been_applied(error: OsviError) -> bool:
@@ -71,17 +74,18 @@ def may_still_apply(error: OsviError) -> bool:
 
     May still apply: sent with no answer (`APIConnectionError` with `request_sent`, timeouts
     included), a 504 (a gateway gave up waiting; the request may still be on its way), any
-    other 5xx without an API error code (a proxy's page, not the API), and a success whose body
-    could not be read (we cannot tell who sent it). Settled: everything that was not sent,
-    and every answer carrying the API's own error code (a JSON 502 relaying the engine's
-    failure, a JSON 500), as well as any 4xx and 503, which also never applied.
+    other 5xx that does not say the engine answered (a proxy's page, an engine time-out, an
+    unknown code), and a success whose body could not be read (we cannot tell who sent it).
+    Settled: everything that was not sent or certainly not applied (any 4xx, a 503, "engine
+    unreachable"), and a 502 saying the engine itself answered ("Python engine returned 500
+    ..."): whatever it did is done.
     """
     if isinstance(error, APIConnectionError):
         return error.request_sent
     if isinstance(error, APIStatusError):
         if not may_have_been_applied(error):
             return False
-        return error.status == 504 or error.code is None
+        return error.code is None or _ENGINE_ANSWERED.search(error.code) is None
     return isinstance(error, ResponseDecodeError)
 
 
@@ -203,7 +207,12 @@ async def retry_after_failure(
         if on_failure is not None:
             on_failure(error)
         if policy.on_retry is not None:
-            policy.on_retry(RetryEvent(attempt=state.attempt_number, delay=delay, error=error))
+            try:
+                policy.on_retry(RetryEvent(attempt=state.attempt_number, delay=delay, error=error))
+            except Exception:
+                # A metrics hook that fails must not turn a typed failure (which says whether
+                # the entry may have been applied) into a bare exception: log it, go on.
+                logger.warning("%s: the on_retry hook raised; ignored", operation, exc_info=True)
 
     retrying = tenacity.AsyncRetrying(
         stop=stop,

@@ -186,6 +186,19 @@ def check_count(name: str, value: object, *, minimum: int) -> int:
     return value
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Return `value` if it is a real bool: a truthy string like "no" must not pass as True."""
+    if not isinstance(value, bool):
+        raise ClientValidationError(f"{name} must be True or False, got {_excerpt(repr(value))}")
+    return value
+
+
+def check_callable(name: str, value: object) -> None:
+    """Refuse a hook that cannot be called, when it is given, not when it would first run."""
+    if not callable(value):
+        raise ClientValidationError(f"{name} must be callable, got {type(value).__name__}")
+
+
 def check_statuses(value: object) -> frozenset[int]:
     """Return a collection of HTTP status codes as a frozenset of ints from 100 to 599.
 

@@ -169,3 +169,70 @@ async def test_resend_is_always_flagged(osvi_emulator: OsviEmulator) -> None:
         result = await client.inject_context(session, "summary", may_have_been_applied=True)
     assert osvi_emulator.applied(session) == ("summary",)
     assert (result.attempts, result.possible_duplicate) == (1, True)
+
+
+async def test_a_502_that_does_not_say_the_engine_answered_may_still_apply() -> None:
+    """A JSON 502 "engine timed out", applied later anyway: the retry's result is flagged.
+
+    Only a 502 saying the engine itself answered ("engine returned 500") is settled; an
+    engine time-out may still apply after the retry's bucket was read.
+    """
+    bucket: list[str] = []
+    attempts = 0
+    late_apply_done = asyncio.Event()
+
+    async def apply_later(entry: str) -> None:
+        await asyncio.sleep(0.2)
+        bucket.append(entry)
+        late_apply_done.set()
+
+    pending: set[asyncio.Task[None]] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal attempts
+        attempts += 1
+        entry = (await request.json())["context"]
+        if attempts == 1:
+            task = asyncio.create_task(apply_later(entry))
+            pending.add(task)
+            error = {"success": False, "error": "Python engine timed out", "upstream_body": None}
+            return web.json_response(error, status=502)
+        bucket.append(entry)
+        data = {"session_id": request.match_info["id"], "context": bucket[-5:]}
+        return web.json_response({"success": True, "data": data})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with OsviClient(
+            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", retry=FAST
+        ) as client:
+            result = await client.inject_context(SESSION, "summary")
+        assert result.context == ("summary",)  # the retry's bucket: once, not full
+        await late_apply_done.wait()
+    finally:
+        await runner.cleanup()
+    assert bucket == ["summary", "summary"]
+    assert (result.attempts, result.possible_duplicate) == (2, True)
+
+
+async def test_an_on_retry_hook_that_raises_does_not_hide_the_outcome(
+    osvi_emulator: OsviEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A metrics hook that raises is logged and ignored: the call still retries and is flagged."""
+
+    def broken_metrics(event: object) -> None:
+        raise RuntimeError("statsd down")
+
+    session = osvi_emulator.create_session()
+    osvi_emulator.fault_plan.script(session, ["ambiguous_drop"])
+    policy = RetryPolicy(initial_delay=0.001, max_delay=0.005, on_retry=broken_metrics)
+    async with client_for(osvi_emulator, policy) as client:
+        result = await client.inject_context(session, "summary")
+    assert osvi_emulator.applied(session) == ("summary", "summary")
+    assert (result.attempts, result.possible_duplicate) == (2, True)
+    assert "the on_retry hook raised; ignored" in caplog.text

@@ -156,9 +156,23 @@ async def reflect_in_200_session_id(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "data": data})
 
 
+async def reflect_in_200_session_id_past_the_cut(request: web.Request) -> web.Response:
+    """A 200 whose data.session_id carries the token across the 60th character, where the
+    message cuts the quoted id."""
+    await request.read()
+    data = {"session_id": "x" * 50 + request.headers["API-Token"], "context": ["x"]}
+    return web.json_response({"success": True, "data": data})
+
+
 @pytest.mark.parametrize(
     "handler",
-    [reflect_in_502_json, reflect_in_502_html, reflect_in_200_garbage, reflect_in_200_session_id],
+    [
+        reflect_in_502_json,
+        reflect_in_502_html,
+        reflect_in_200_garbage,
+        reflect_in_200_session_id,
+        reflect_in_200_session_id_past_the_cut,
+    ],
 )
 async def test_a_server_echoing_the_token_never_gets_it_shown(
     handler: Callable[[web.Request], Awaitable[web.Response]],
@@ -183,6 +197,7 @@ async def test_a_server_echoing_the_token_never_gets_it_shown(
         await runner.cleanup()
     error = caught.value
     assert_secret_absent(error)
+    assert SECRET[:8] not in str(error) + repr(error)  # not even half of it
     attributes = [getattr(error, name, None) for name in ("body", "code", "upstream_body")]
     assert SECRET not in repr(attributes)
     assert "[REDACTED]" in str(error) + repr(attributes)

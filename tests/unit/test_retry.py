@@ -190,7 +190,9 @@ def test_maybe_applied_classification(error: OsviError, maybe: bool) -> None:
         (status(APIStatusError, 504), True),
         (APIStatusError("x", status=504, code="gateway timeout", body=""), True),
         (status(APIStatusError, 500), True),
-        (APIStatusError("x", status=500, code="internal error", body=""), False),
+        # A code that does not say the engine answered: it may still be working on it.
+        (APIStatusError("x", status=500, code="internal error", body=""), True),
+        (EngineError("x", status=502, code="Python engine timed out", body=""), True),
         (status(RateLimitError, 429), False),
         (status(APIStatusError, 404), False),
         (ResponseDecodeError("x", status=200, body=""), True),

@@ -175,6 +175,11 @@ def test_session_must_be_an_aiohttp_client_session(session: object) -> None:
         ({"deadline": 0}, "deadline"),
         ({"deadline": float("inf")}, "deadline"),
         ({"deadline": float("nan")}, "deadline"),
+        ({"retry_ambiguous": "no"}, "retry_ambiguous must be True or False"),
+        ({"retry_timeouts": 0}, "retry_timeouts must be True or False"),
+        ({"on_retry": 3}, "on_retry must be callable"),
+        ({"sleep": "x"}, "sleep must be callable"),
+        ({"random": 0.5}, "random must be callable"),
     ],
 )
 def test_bad_retry_policies_are_refused(kwargs: dict[str, object], problem: str) -> None:
