@@ -17,6 +17,7 @@ from osvi_async import (
     APIStatusError,
     CircuitBreaker,
     CircuitOpenError,
+    EngineRejectedError,
     ItemHeldError,
     OsviClient,
     RetryPolicy,
@@ -111,10 +112,20 @@ async def test_fault_mix_accounts_for_every_item(
     failed = [outcome for outcome in result.received if not outcome.ok]
     by_index = {outcome.index: outcome for outcome in result.received}
     if total_rate <= 0.3:
-        # Only deliberate refusals fail; everything transient was retried to success.
-        # A refusal is final for its item only: it holds nothing.
-        assert set(report.errors) <= {"EngineRejectedError"}, report.error_summary()
-        assert summary.held == 0
+        # Only deliberate refusals fail, and the rare item whose 9 attempts all met a
+        # transient fault (0.3 ** 9 per item: about one run in 17 at 30%), which then holds
+        # the rest of its session. A refusal is final for its item only: it holds nothing.
+        exhausted = [
+            outcome
+            for outcome in failed
+            if not isinstance(outcome.error, EngineRejectedError | ItemHeldError)
+        ]
+        assert all(o.attempts == POLICY.max_retries + 1 for o in exhausted), [
+            (o.index, o.attempts, repr(o.error)) for o in exhausted
+        ]
+        assert len(exhausted) <= 2, report.error_summary()
+        held_by = {o.error.waiting_for for o in failed if isinstance(o.error, ItemHeldError)}
+        assert held_by <= {o.index for o in exhausted}
         assert summary.succeeded >= ITEMS * (1 - total_rate / 4)
     else:
         typed = (APIStatusError, APIConnectionError, CircuitOpenError, ItemHeldError)
