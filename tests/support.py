@@ -1,6 +1,13 @@
-"""Constants and small fakes shared by the tests."""
+"""Constants, small fakes and a one-route test server shared by the tests."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TOKEN = "tok_0123456789ab"
 SESSION_ID = "4718a326-417b-4dda-90d0-21fd65a11cb8"
@@ -26,3 +33,22 @@ def exception_chain(error: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
+
+
+@contextlib.asynccontextmanager
+async def inject_server(handler: Handler) -> AsyncIterator[str]:
+    """Serve `handler` for the inject_context route on 127.0.0.1; yields the base URL.
+
+    For servers that misbehave on purpose (echo headers, answer late or for another
+    session), where the emulator's faithful behaviour is not what a test needs.
+    """
+    app = web.Application()
+    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    try:
+        await site.start()
+        yield f"http://127.0.0.1:{site.port}"
+    finally:
+        await runner.cleanup()

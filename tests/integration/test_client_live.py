@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
 import time
@@ -28,6 +29,7 @@ from osvi_async import (
 )
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.integration.conftest import FAST_RETRY, open_fds, other_tasks
+from tests.support import inject_server
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -347,24 +349,15 @@ async def test_borrowed_session_carries_requests(osvi_emulator: OsviEmulator) ->
 @pytest.fixture
 async def hostile_server() -> AsyncIterator[Callable[[web.Response], Awaitable[str]]]:
     """Starts a one-route server on 127.0.0.1 that answers every POST with a given response."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def start(response: web.Response) -> str:
-        async def handler(_request: web.Request) -> web.StreamResponse:
-            return response
+        async def start(response: web.Response) -> str:
+            async def handler(_request: web.Request) -> web.StreamResponse:
+                return response
 
-        app = web.Application()
-        app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{site.port}"
+            return await servers.enter_async_context(inject_server(handler))
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 async def test_streamed_oversized_body_is_refused(
@@ -403,20 +396,12 @@ async def test_success_for_another_session_is_a_decode_error_sent_once() -> None
         seen.append(request.match_info["id"])
         return web.json_response({"success": True, "data": {"session_id": other, "context": []}})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with OsviClient(
-            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", retry=FAST_RETRY
-        ) as client:
-            with pytest.raises(ResponseDecodeError, match=other) as caught:
-                await client.inject_context(asked.upper(), "x")
-    finally:
-        await runner.cleanup()
+    async with (
+        inject_server(handler) as base_url,
+        OsviClient("0123456789abcdef", base_url=base_url, retry=FAST_RETRY) as client,
+    ):
+        with pytest.raises(ResponseDecodeError, match=other) as caught:
+            await client.inject_context(asked.upper(), "x")
     assert seen == [asked.upper()]
     assert caught.value.may_have_been_applied is True
 

@@ -14,6 +14,7 @@ from osvi_async import (
     RetryPolicy,
 )
 from osvi_async.testing import OsviEmulator
+from tests.support import inject_server
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.005)
 AT_MOST_ONCE = RetryPolicy(initial_delay=0.001, max_delay=0.005, retry_ambiguous=False)
@@ -143,21 +144,13 @@ async def test_timed_out_attempt_applied_after_the_retry_is_flagged() -> None:
         data = {"session_id": request.match_info["id"], "context": bucket[-5:]}
         return web.json_response({"success": True, "data": data})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with OsviClient(
-            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", timeout=0.2, retry=FAST
-        ) as client:
-            result = await client.inject_context(SESSION, "summary")
+    async with (
+        inject_server(handler) as base_url,
+        OsviClient("0123456789abcdef", base_url=base_url, timeout=0.2, retry=FAST) as client,
+    ):
+        result = await client.inject_context(SESSION, "summary")
         assert result.context == ("summary",)  # the retry's bucket: once, not full
         await late_apply_done.wait()
-    finally:
-        await runner.cleanup()
     assert bucket == ["summary", "summary"]
     assert (result.attempts, result.possible_duplicate) == (2, True)
 
@@ -201,21 +194,13 @@ async def test_a_502_that_does_not_say_the_engine_answered_may_still_apply() -> 
         data = {"session_id": request.match_info["id"], "context": bucket[-5:]}
         return web.json_response({"success": True, "data": data})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with OsviClient(
-            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", retry=FAST
-        ) as client:
-            result = await client.inject_context(SESSION, "summary")
+    async with (
+        inject_server(handler) as base_url,
+        OsviClient("0123456789abcdef", base_url=base_url, retry=FAST) as client,
+    ):
+        result = await client.inject_context(SESSION, "summary")
         assert result.context == ("summary",)  # the retry's bucket: once, not full
         await late_apply_done.wait()
-    finally:
-        await runner.cleanup()
     assert bucket == ["summary", "summary"]
     assert (result.attempts, result.possible_duplicate) == (2, True)
 

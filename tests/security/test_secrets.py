@@ -23,7 +23,7 @@ from osvi_async import (
 )
 from osvi_async._config import ClientConfig
 from osvi_async.testing import FaultPlan, OsviEmulator
-from tests.support import SESSION_ID, FakeSleep, exception_chain
+from tests.support import SESSION_ID, FakeSleep, exception_chain, inject_server
 
 SECRET = "Sup3rS3cretT0ken"
 
@@ -180,21 +180,13 @@ async def test_a_server_echoing_the_token_never_gets_it_shown(
 ) -> None:
     """Echoed headers (token, newlines): not in the error, its attributes, chain or the logs."""
     caplog.set_level(logging.DEBUG)
-    app = web.Application()
-    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     policy = RetryPolicy(sleep=FakeSleep(), random=lambda: 0.5)
-    try:
-        async with OsviClient(
-            SECRET, base_url=f"http://127.0.0.1:{site.port}", retry=policy
-        ) as client:
-            with pytest.raises(OsviError) as caught:
-                await client.inject_context(SESSION_ID, "x")
-    finally:
-        await runner.cleanup()
+    async with (
+        inject_server(handler) as base_url,
+        OsviClient(SECRET, base_url=base_url, retry=policy) as client,
+    ):
+        with pytest.raises(OsviError) as caught:
+            await client.inject_context(SESSION_ID, "x")
     error = caught.value
     assert_secret_absent(error)
     assert SECRET[:8] not in str(error) + repr(error)  # not even half of it
@@ -230,33 +222,14 @@ async def reflect_in_200_bucket(request: web.Request) -> web.Response:
     )
 
 
-async def serve(handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.AppRunner:
-    """Start `handler` on 127.0.0.1 for the inject_context route."""
-    app = web.Application()
-    app.router.add_post("/v1/chat/session/{id}/inject_context", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner
-
-
-def port_of(runner: web.AppRunner) -> int:
-    """The port the runner's only site listens on."""
-    (address,) = runner.addresses
-    return int(address[1])
-
-
 async def test_html_escaped_token_in_a_proxy_page_is_redacted() -> None:
     """A token with &, < and ' echoed through html.escape never shows in the error."""
-    runner = await serve(reflect_html_escaped_in_502)
-    try:
-        async with OsviClient(
-            HTML_SECRET, base_url=f"http://127.0.0.1:{port_of(runner)}", retry=RetryPolicy.none()
-        ) as client:
-            with pytest.raises(EngineError) as caught:
-                await client.inject_context(SESSION_ID, "x")
-    finally:
-        await runner.cleanup()
+    async with (
+        inject_server(reflect_html_escaped_in_502) as base_url,
+        OsviClient(HTML_SECRET, base_url=base_url, retry=RetryPolicy.none()) as client,
+    ):
+        with pytest.raises(EngineError) as caught:
+            await client.inject_context(SESSION_ID, "x")
     shown = str(caught.value) + repr(caught.value) + caught.value.body
     assert html.escape(HTML_SECRET) not in shown
     assert HTML_SECRET not in shown
@@ -265,13 +238,10 @@ async def test_html_escaped_token_in_a_proxy_page_is_redacted() -> None:
 
 async def test_a_success_echoing_the_token_does_not_show_it() -> None:
     """A 200 whose bucket holds the token (plain or escaped): the result never shows it."""
-    runner = await serve(reflect_in_200_bucket)
-    try:
-        async with OsviClient(
-            HTML_SECRET, base_url=f"http://127.0.0.1:{port_of(runner)}", retry=RetryPolicy.none()
-        ) as client:
-            result = await client.inject_context(SESSION_ID, "x")
-    finally:
-        await runner.cleanup()
+    async with (
+        inject_server(reflect_in_200_bucket) as base_url,
+        OsviClient(HTML_SECRET, base_url=base_url, retry=RetryPolicy.none()) as client,
+    ):
+        result = await client.inject_context(SESSION_ID, "x")
     assert result.context == ("API-Token: [REDACTED]", "[REDACTED]", "[REDACTED]")
     assert HTML_SECRET not in repr(result)
