@@ -145,6 +145,16 @@ def _read_jsonl(lines: Iterable[str], limit: int) -> Iterator[Record]:
         index += 1
 
 
+def _load_json(line: str) -> tuple[object, str | None]:
+    """The line's JSON value, or why it has none."""
+    try:
+        return json.loads(line), None
+    except ValueError:
+        return None, "not valid JSON"
+    except RecursionError:  # json's parser recurses once per level of nesting
+        return None, "nested too deeply"
+
+
 def _jsonl_record(index: int, line_number: int, line: str, limit: int) -> Record:
     def malformed(problem: str) -> Record:
         return Record(index, line_number, None, f"line {line_number}: {problem}")
@@ -153,10 +163,9 @@ def _jsonl_record(index: int, line_number: int, line: str, limit: int) -> Record
         return malformed(f"longer than {limit} characters")
     if _SURROGATE.search(line):
         return malformed("not valid UTF-8")
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return malformed("not valid JSON")
+    value, problem = _load_json(line)
+    if problem is not None:
+        return malformed(problem)
     fields = value if isinstance(value, dict) else {}
     session_id, context = fields.get("session_id"), fields.get("context")
     if not isinstance(session_id, str) or not isinstance(context, str):

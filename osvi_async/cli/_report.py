@@ -317,6 +317,8 @@ def _parse(raw: bytes) -> dict[str, object] | None:
         value = json.loads(raw.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
         return None
+    except RecursionError:  # nested deeper than json's parser can recurse: not ours
+        return None
     return value if isinstance(value, dict) else None
 
 

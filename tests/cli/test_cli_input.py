@@ -314,3 +314,30 @@ async def test_an_over_long_json_line_fails_alone(
     if not from_stdin:
         assert "4/4" in result.err
     assert_clean(result, osvi_emulator.api_token)
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+async def test_deeply_nested_json_lines_fail_alone(
+    osvi_emulator: OsviEmulator, tmp_path: Path, from_stdin: bool
+) -> None:
+    """JSON nested deeper than the parser can recurse fails its own line; the rest is sent."""
+    a = osvi_emulator.create_session()
+    deep = "[" * 100_000 + "]" * 100_000
+    nested_extra = f'{{"session_id": "{a}", "context": "x", "extra": {deep}}}\n'
+    data = item(a, "a1") + deep.encode() + b"\n" + item(a, "a2") + nested_extra.encode()
+    data += item(a, "a3")
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    source.write_bytes(data)
+    args = ("bulk", "-" if from_stdin else str(source), "--report", str(report))
+    result = await osvi(*args, emulator=osvi_emulator, stdin=data if from_stdin else None)
+    assert result.code == 1, result.err
+    assert osvi_emulator.applied(a) == ("a1", "a2", "a3")
+    entries = outcomes(report)
+    assert [entries[i]["ok"] for i in range(5)] == [True, False, True, False, True]
+    assert entries[1]["message"] == "line 2: nested too deeply"
+    assert entries[3]["message"] == "line 4: nested too deeply"
+    assert entries[3]["error"] == "malformed_input"
+    assert "3 ok, 2 failed" in result.err
+    if not from_stdin:
+        assert "5/5" in result.err
+    assert_clean(result, osvi_emulator.api_token)

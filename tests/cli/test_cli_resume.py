@@ -71,6 +71,19 @@ def test_corrupt_lines_in_the_middle_are_skipped(tmp_path: Path) -> None:
     assert "skipped 2 unreadable line(s) in the middle: 2, 4" in warning
 
 
+def test_deeply_nested_report_lines_are_unreadable_not_fatal(tmp_path: Path) -> None:
+    """A line nested deeper than json can parse is an unreadable line, in the middle or last."""
+    report = tmp_path / "r.jsonl"
+    deep = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    content = HEADER + _outcome(0, ok=True) + deep + _outcome(1, ok=True)
+    report.write_bytes(content + deep)
+    state = read_report(report)
+    assert report.read_bytes() == content
+    assert (state.is_done(0), state.is_done(1)) == (True, True)
+    assert len(state.warnings) == 2
+    assert "skipped 1 unreadable line(s) in the middle: 3" in state.warnings[1]
+
+
 def test_may_have_been_applied_is_sticky_until_ok(tmp_path: Path) -> None:
     """An intent without an outcome, or a maybe-applied failure, marks the record until an ok."""
     report = tmp_path / "r.jsonl"
