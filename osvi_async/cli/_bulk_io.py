@@ -45,6 +45,9 @@ _PLAIN_RUN: Final = re.compile('[^"\r\n]+')
 _QUOTE_RUN: Final = re.compile('"{4,}')
 
 
+_UNCLOSED: Final = "a quoted field is never closed (unexpected end of data)"
+
+
 class InputError(Exception):
     """INPUT cannot be read at all; the command stops before sending anything (exit 2)."""
 
@@ -193,6 +196,11 @@ def _shrink(line: str) -> str:
 class _CsvRows:
     """csv.reader over lines, with each record's size bounded.
 
+    A record whose quoted field is still open at the end of the input is reported as such:
+    csv's default reader would return everything after the quote as one field, and its
+    strict mode would also refuse harmless exports (`"a" ,b`) and, after an error, read the
+    rest of a multi-line field as records.
+
     Once a record grows past `limit` characters, its remaining lines reach csv through
     `_shrink`: csv still finds where the record really ends (a quoted field may span lines)
     while holding only a few characters per line, and the record is reported as too long.
@@ -203,12 +211,16 @@ class _CsvRows:
         self._lines = lines
         self._limit = limit
         self._record_chars = 0
+        self._exhausted = False
         self._reader = csv.reader(self._feed())
 
     def _feed(self) -> Iterator[str]:
         for line in self._lines:
             self._record_chars += len(line)
             yield line if self._record_chars <= self._limit else _shrink(line)
+        # csv asks for more input within a record only while inside a quoted field, so a
+        # record it still returns after this was cut off by the end of the input.
+        self._exhausted = True
 
     def __iter__(self) -> Iterator[tuple[int, list[str], str | None]]:
         """(line where the record starts, its fields, why it cannot be used or None)."""
@@ -222,7 +234,9 @@ class _CsvRows:
             except csv.Error as error:  # not expected with the limit lifted; never fatal
                 yield first_line, [], f"line {first_line}: {error}"
                 continue
-            if self._record_chars > self._limit:
+            if self._exhausted:  # csv (not strict) would return the rest of the file as one field
+                yield first_line, [], f"line {first_line}: {_UNCLOSED}"
+            elif self._record_chars > self._limit:
                 yield first_line, [], f"line {first_line}: longer than {self._limit} characters"
             else:
                 yield first_line, row, None

@@ -341,3 +341,37 @@ async def test_deeply_nested_json_lines_fail_alone(
     if not from_stdin:
         assert "5/5" in result.err
     assert_clean(result, osvi_emulator.api_token)
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+async def test_csv_quote_never_closed_is_a_failed_item(
+    osvi_emulator: OsviEmulator, tmp_path: Path, from_stdin: bool
+) -> None:
+    """A quote open at the end of the input fails the record it starts, naming its line."""
+    a = osvi_emulator.create_session()
+    data = f'session_id,context\n{a},first\n{a},"never closed\n{a},next\n'.encode()
+    source, report = tmp_path / "items.csv", tmp_path / "report.jsonl"
+    source.write_bytes(data)
+    args = ("bulk", "-" if from_stdin else str(source), "--format", "csv", "--report", str(report))
+    result = await osvi(*args, emulator=osvi_emulator, stdin=data if from_stdin else None)
+    assert result.code == 1, result.err
+    assert osvi_emulator.applied(a) == ("first",)
+    assert osvi_emulator.stats.requests_total == 1
+    entries = outcomes(report)
+    assert sorted(entries) == [0, 1]
+    assert (entries[1]["error"], entries[1]["line"]) == ("malformed_input", 3)
+    assert entries[1]["message"] == (
+        "line 3: a quoted field is never closed (unexpected end of data)"
+    )
+    if not from_stdin:
+        assert "2/2" in result.err
+    assert_clean(result, osvi_emulator.api_token)
+
+
+def test_reader_reports_an_oversized_field_never_closed() -> None:
+    """An unclosed quoted field past the size limit is one failed record, not a leak of rows."""
+    lines = ["session_id,context\n", 's,"' + "x" * 100_000 + "\n"] + ["s,row\n"] * 1000
+    records = list(read_records(lines, "csv", max_context_bytes=10))
+    [record] = records
+    assert record.request is None
+    assert record.problem == "line 2: a quoted field is never closed (unexpected end of data)"
