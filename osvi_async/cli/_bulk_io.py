@@ -211,21 +211,27 @@ class _CsvRows:
         self._lines = lines
         self._limit = limit
         self._record_chars = 0
+        self._record_blank = True
         self._exhausted = False
         self._reader = csv.reader(self._feed())
 
     def _feed(self) -> Iterator[str]:
         for line in self._lines:
             self._record_chars += len(line)
+            self._record_blank = self._record_blank and not line.strip()
             yield line if self._record_chars <= self._limit else _shrink(line)
         # csv asks for more input within a record only while inside a quoted field, so a
         # record it still returns after this was cut off by the end of the input.
         self._exhausted = True
 
     def __iter__(self) -> Iterator[tuple[int, list[str], str | None]]:
-        """(line where the record starts, its fields, why it cannot be used or None)."""
+        """(line where the record starts, its fields, why it cannot be used or None).
+
+        Blank lines (empty or only spaces) are skipped: they are no record and take no index.
+        """
         while True:
             self._record_chars = 0
+            self._record_blank = True
             first_line = self._reader.line_num + 1
             try:
                 row = next(self._reader)
@@ -236,6 +242,8 @@ class _CsvRows:
                 continue
             if self._exhausted:  # csv (not strict) would return the rest of the file as one field
                 yield first_line, [], f"line {first_line}: {_UNCLOSED}"
+            elif self._record_blank:  # no record, as in JSON Lines (csv would return [])
+                continue
             elif self._record_chars > self._limit:
                 yield first_line, [], f"line {first_line}: longer than {self._limit} characters"
             else:

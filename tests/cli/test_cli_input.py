@@ -375,3 +375,44 @@ def test_reader_reports_an_oversized_field_never_closed() -> None:
     [record] = records
     assert record.request is None
     assert record.problem == "line 2: a quoted field is never closed (unexpected end of data)"
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+async def test_blank_csv_lines_are_skipped(
+    osvi_emulator: OsviEmulator, tmp_path: Path, from_stdin: bool
+) -> None:
+    """Blank CSV lines (LF, CRLF, trailing) are no records: exit 0, indexes and totals agree."""
+    a = osvi_emulator.create_session()
+    data = f"session_id,context\r\n\r\n{a},one\r\n\r\n  \r\n{a},two\r\n\r\n\n".encode()
+    source, report = tmp_path / "items.csv", tmp_path / "report.jsonl"
+    source.write_bytes(data)
+    args = ("bulk", "-" if from_stdin else str(source), "--report", str(report))
+    if from_stdin:
+        args += ("--format", "csv")
+    result = await osvi(*args, emulator=osvi_emulator, stdin=data if from_stdin else None)
+    assert result.code == 0, result.err
+    assert osvi_emulator.applied(a) == ("one", "two")
+    entries = outcomes(report)
+    assert [(i, e["ok"], e["line"]) for i, e in sorted(entries.items())] == [
+        (0, True, 3),
+        (1, True, 6),
+    ]
+    header = json.loads(report.read_text().splitlines()[0])
+    if from_stdin:
+        assert header["input"] is None
+    else:
+        assert header["input"]["records"] == 2
+        assert "2/2" in result.err
+    assert "2 ok, 0 failed" in result.err
+    assert_clean(result, osvi_emulator.api_token)
+
+
+def test_reader_keeps_a_quoted_empty_field_as_a_record() -> None:
+    """A line holding `""` is a record (too few columns), not a blank line."""
+    records = list(
+        read_records(["session_id,context\n", '""\n', "s,c\n"], "csv", max_context_bytes=10)
+    )
+    assert [(r.index, r.line, r.problem) for r in records] == [
+        (0, 2, "line 2: too few columns"),
+        (1, 3, None),
+    ]
