@@ -4,11 +4,13 @@ This module is the entry point and stays light on purpose: `main` installs the S
 SIGTERM handlers before anything else is imported (click, rich and the commands take a
 noticeable fraction of a second to import), so a signal at any moment ends the process with
 one line on stderr and exit 130 or 143, never a traceback or a silent death. While a bulk run
-is in its loop, its own handlers take over to drain it gracefully, then hand back to these.
+is in its loop, its own handlers take over to drain it gracefully, then hand back to these;
+they stay in place until the process ends (`exit_now`).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -47,6 +49,29 @@ def install_stop_handlers() -> None:
         signal.signal(signum, stop_now)
 
 
+def exit_now(code: int) -> None:
+    """End the process with `code`, keeping the stop handlers to the very end.
+
+    `sys.exit` would hand the process to the interpreter's teardown, which first restores
+    the default handlers and then takes tens of milliseconds (garbage collection, module
+    teardown): a signal then would kill the process silently with a negative status. So
+    the exit hooks (logging, coverage) run here, with the handlers still in place (a signal
+    during them ends the process with `stop_now`'s one line), the output is flushed, and the
+    process ends with `os._exit`: there is nothing left to tear down.
+    """
+    install_stop_handlers()
+    try:
+        atexit._run_exitfuncs()  # what the interpreter's teardown would run first
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except Exception:  # noqa: S112 - a closed pipe: nothing more to tell anyone
+                continue
+        os._exit(code)
+
+
 def main() -> None:
     """Entry point of the `osvi-async` script."""
     install_stop_handlers()
@@ -57,7 +82,7 @@ def main() -> None:
             f"osvi-async: the command line needs the 'cli' extra ({error.name} is missing): "
             "pip install 'osvi-async[cli]'"
         )
-    sys.exit(run())
+    exit_now(run())
 
 
-__all__ = ["STOP_SIGNALS", "install_stop_handlers", "main", "stop_now"]
+__all__ = ["STOP_SIGNALS", "exit_now", "install_stop_handlers", "main", "stop_now"]

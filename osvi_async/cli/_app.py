@@ -25,6 +25,7 @@ from osvi_async import (
     OsviClient,
     OsviError,
 )
+from osvi_async.cli import install_stop_handlers
 from osvi_async.cli._bulk_io import (
     InputError,
     InputFormat,
@@ -61,12 +62,22 @@ _URL_HELP: Final = "API root; defaults to $OSVI_BASE_URL, then https://api.osvi.
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (the `fast` extra), else on asyncio's own loop."""
+    """Run on uvloop when it is installed (the `fast` extra), else on asyncio's own loop.
+
+    Closing a loop may restore the default signal handlers (a loop's signal handlers are
+    removed with SIG_DFL), so the entry point's stop handlers are put back afterwards.
+    """
     try:
         import uvloop  # noqa: PLC0415 - optional: the `fast` extra
     except ImportError:
-        return asyncio.run(coroutine)
-    result: T = uvloop.run(coroutine)  # typed as Any where uvloop is not installed
+        try:
+            return asyncio.run(coroutine)
+        finally:
+            install_stop_handlers()
+    try:
+        result: T = uvloop.run(coroutine)  # typed as Any where uvloop is not installed
+    finally:
+        install_stop_handlers()
     return result
 
 

@@ -76,6 +76,12 @@ class GracefulStop:
         try:
             yield
         finally:
-            for signum in STOP_SIGNALS:
-                loop.remove_signal_handler(signum)
-            install_stop_handlers()  # remove_signal_handler restored the defaults
+            # remove_signal_handler restores the defaults: held back in this thread until
+            # the entry point's handlers are back, a signal then is not a silent death.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                for signum in STOP_SIGNALS:
+                    loop.remove_signal_handler(signum)
+                install_stop_handlers()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -7,6 +7,8 @@ when the signal lands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import platform
 import signal
 import sys
@@ -203,3 +205,45 @@ async def test_early_signals_end_every_command_with_one_line(
         assert "Traceback" not in text
         assert text.strip().splitlines() == [f"error: stopped by {name}"], (delay, text)
     assert osvi_emulator.stats.requests_total == 0
+
+
+LATE_MOMENTS: Final = (0.0, 0.002, 0.005, 0.01, 0.02, 0.04)
+"""Seconds after the summary line appears (the interpreter's teardown used to take ~40 ms)."""
+
+
+async def _signal_after_summary(
+    emulator: OsviEmulator, source: Path, signum: int, delay: float
+) -> tuple[int, list[str]]:
+    """Run bulk to its summary, signal it `delay` s later: (exit code, stderr lines after)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "osvi_async.cli", "bulk", str(source),
+        env=_cli_only_env(emulator),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    while b" ok, " not in (line := await process.stderr.readline()):
+        assert line, "no summary line"
+    await asyncio.sleep(delay)
+    with contextlib.suppress(ProcessLookupError):  # already exited and reaped
+        os.kill(process.pid, signum)
+    rest = await asyncio.wait_for(process.stderr.read(), timeout=30)
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+    return code, rest.decode().splitlines()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_signal_right_after_the_summary_is_never_a_silent_death(
+    osvi_emulator: OsviEmulator, tmp_path: Path, signum: int
+) -> None:
+    """A signal just after the summary: exit 0 (done before it) or 130/143 with one line."""
+    source = tmp_path / "items.jsonl"
+    write_input(source, _items(osvi_emulator, "late")[:5])
+    for delay in LATE_MOMENTS:
+        code, rest = await _signal_after_summary(osvi_emulator, source, signum, delay)
+        assert code in (0, 128 + signum), (delay, code, rest)
+        if code:
+            assert rest == [f"error: stopped by {signal.Signals(signum).name}"], (delay, rest)
+        else:
+            assert rest == [], (delay, rest)
