@@ -96,22 +96,33 @@ class BulkCounts:
         if error is not None and error.may_have_been_applied:
             self.maybe_applied += 1
 
+    @property
+    def left(self) -> bool:
+        """Whether anything failed, was held or stopped, is final, or was never read."""
+        return bool(self.failed or self.held or self.stopped or self.final or self.unread)
+
     def exit_code(self, stop: GracefulStop | None) -> int:
-        """130/143 after a stop signal (unless all was done anyway); 1 if anything is left."""
-        left = self.failed or self.held or self.stopped or self.final or self.unread
-        if stop is not None and stop.signum is not None and left:
+        """130/143 after a stop signal (even if nothing was left to send); 1 if anything is left.
+
+        A run that received a stop signal always says so: whoever sent it (a shell, systemd,
+        CI) asked for a stop and reads the status as the answer, whatever was left.
+        """
+        if stop is not None and stop.signum is not None:
             return exit_code(stop.signum)
-        return EXIT_FAILED if left else EXIT_OK
+        return EXIT_FAILED if self.left else EXIT_OK
 
     def summary(self, stop: GracefulStop | None) -> str:
         """The closing line."""
-        if stop is not None and stop.signum is not None and self.exit_code(stop) != EXIT_OK:
+        if stop is not None and stop.signum is not None:
             how = "at once" if stop.signals > 1 else "after in-flight items finished"
-            return (
+            line = (
                 f"stopped by {signal_name(stop.signum)} ({how}): {self.ok} ok, "
                 f"{self.failed} failed, {self.held} held, {self.not_sent} not sent, "
-                f"{self.maybe_applied} may have been applied; run again with --resume"
+                f"{self.maybe_applied} may have been applied"
             )
+            if self.left:
+                line += "; run again with --resume"
+            return line
         line = (
             f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped (already done), "
             f"{self.held} held, {self.final} final (not resent), {self.retries} retries"

@@ -247,3 +247,30 @@ async def test_a_signal_right_after_the_summary_is_never_a_silent_death(
             assert rest == [f"error: stopped by {signal.Signals(signum).name}"], (delay, rest)
         else:
             assert rest == [], (delay, rest)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_stop_with_nothing_left_to_send_still_exits_130_or_143(
+    osvi_emulator: OsviEmulator, tmp_path: Path, signum: int
+) -> None:
+    """A signal while the last items are in flight: they finish, yet the exit is 130/143."""
+    osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=1.0)
+    items = _items(osvi_emulator, "last")[:3]
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    write_input(source, items)
+    cli = await start_bulk(osvi_emulator, tmp_path, str(source), "--report", str(report))
+    assert await wait_until(
+        lambda: sum(bool(e.get("sending")) for e in report_entries(report)) == len(items),
+        timeout=30,
+    )
+    cli.send(signum)
+    code = await cli.wait()
+    stderr = cli.stderr
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    assert f"stopped by {name} (after in-flight items finished): 3 ok, 0 failed" in stderr
+    assert "run again with --resume" not in stderr
+    assert [osvi_emulator.applied(item.session_id) for item in items] == [
+        (item.context,) for item in items
+    ]
