@@ -241,7 +241,7 @@ def bulk(
             to_send = identity.records - done - final
         counts = BulkCounts(to_send=to_send)
         console = Console(stderr=True)
-        stop = GracefulStop(grace, notice=console.print)
+        stop = GracefulStop(grace, notice=lambda text: _print_line(console, text))
         try:
             with (
                 BulkProgress(console, counts, to_send, description="injecting") as progress,
@@ -265,10 +265,18 @@ def bulk(
         finally:
             if writer is not None:
                 writer.close()
-    console.print(counts.summary(stop))
+    _print_line(console, counts.summary(stop))
     code = counts.exit_code(stop)
     if code:
         raise click.exceptions.Exit(code)
+
+
+def _print_line(console: Console, text: str) -> None:
+    """Print `text` as one line, however narrow the console (80 columns in a CI log or pipe).
+
+    Scripts and people grep these lines (the summary, "stopping"): rich would wrap them.
+    """
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def _identify(input_path: str, fmt: InputFormat, limit: int) -> InputIdentity | None:

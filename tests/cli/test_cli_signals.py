@@ -24,6 +24,7 @@ from tests.chaos._cli import (
     cli_env,
     judge,
     last_outcomes,
+    outcome_lines,
     report_entries,
     run_bulk_cli,
     start_bulk,
@@ -274,3 +275,45 @@ async def test_a_stop_with_nothing_left_to_send_still_exits_130_or_143(
     assert [osvi_emulator.applied(item.session_id) for item in items] == [
         (item.context,) for item in items
     ]
+
+
+async def test_summary_and_stop_lines_are_never_wrapped(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """Stderr piped at 80 columns: the stop notice and every summary are one line each."""
+    osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=(0.02, 0.06))
+    items = _items(osvi_emulator, "narrow")
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    write_input(source, items)
+    env = {**_cli_only_env(osvi_emulator), "COLUMNS": "80"}
+    stderr_path = tmp_path / "stderr.txt"
+
+    async def bulk(*args: str) -> tuple[int, list[str]]:
+        with stderr_path.open("wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "osvi_async.cli", "bulk", str(source),
+                "--report", str(report), "--concurrency", "16", *args,
+                env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
+        if not args:
+            assert await wait_until(lambda: outcome_lines(report) >= 50, timeout=30)
+            process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=60)
+        return code, stderr_path.read_text().splitlines()
+
+    code, lines = await bulk()
+    assert code == 143, lines
+    [notice] = [line for line in lines if line.startswith("SIGTERM: stopping;")]
+    assert notice.endswith("(signal again to stop at once)")
+    [summary] = [line for line in lines if line.startswith("stopped by SIGTERM")]
+    assert len(summary) > 80
+    assert summary.endswith("may have been applied; run again with --resume")
+
+    osvi_emulator.fault_plan = FaultPlan()
+    code, lines = await bulk("--resume")
+    assert code == 0, lines
+    [summary] = [line for line in lines if " ok, 0 failed, " in line]
+    assert len(summary) > 80
+    assert summary.endswith(" retries")
+    assert "Traceback" not in "\n".join(lines)
