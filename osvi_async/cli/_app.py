@@ -265,8 +265,19 @@ def bulk(
         finally:
             if writer is not None:
                 writer.close()
-    _print_line(console, counts.summary(stop))
-    code = counts.exit_code(stop)
+    failure = writer.failure if writer is not None else None
+    if failure is None:
+        _print_line(console, counts.summary(stop))
+        code = counts.exit_code(stop)
+    else:
+        _print_line(console, counts.summary(stop, stopped_by="a failed report write (at once)"))
+        click.echo(
+            f"error: cannot write report {report}: {failure.strerror or failure}; "
+            "the run stopped at once. "
+            "Free some space, then run again with --resume",
+            err=True,
+        )
+        code = counts.exit_code(stop) or EXIT_FAILED
     if code:
         raise click.exceptions.Exit(code)
 

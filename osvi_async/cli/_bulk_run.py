@@ -111,12 +111,14 @@ class BulkCounts:
             return exit_code(stop.signum)
         return EXIT_FAILED if self.left else EXIT_OK
 
-    def summary(self, stop: GracefulStop | None) -> str:
-        """The closing line."""
+    def summary(self, stop: GracefulStop | None, *, stopped_by: str | None = None) -> str:
+        """The closing line; `stopped_by` names what else stopped the run at once, if anything."""
         if stop is not None and stop.signum is not None:
             how = "at once" if stop.signals > 1 else "after in-flight items finished"
+            stopped_by = f"{signal_name(stop.signum)} ({how})"
+        if stopped_by is not None:
             line = (
-                f"stopped by {signal_name(stop.signum)} ({how}): {self.ok} ok, "
+                f"stopped by {stopped_by}: {self.ok} ok, "
                 f"{self.failed} failed, {self.held} held, {self.not_sent} not sent, "
                 f"{self.maybe_applied} may have been applied"
             )
@@ -257,6 +259,8 @@ async def run_bulk(
     )
     if stop is not None:
         stop.attach(run)
+    if report is not None:
+        report.on_failure = lambda: run.drain(0.0)  # a report that cannot grow: stop at once
     try:
         async with run:
             async for outcome in run:

@@ -123,11 +123,20 @@ class ReportWriter:
 
     Text that is not valid Unicode (a lone surrogate in a session id or message) is written
     as a JSON `\\uXXXX` escape, so the file stays valid UTF-8 and JSON.
+
+    A write that fails (a full disk: ENOSPC) does not raise: it is kept in `failure`, every
+    later line is dropped and `on_failure` is called once, so the run can stop at once. What
+    the report already holds still errs on the safe side: an item whose intent line is in it
+    and whose outcome line is missing counts as "may have been applied" on `--resume`.
     """
 
     def __init__(self, file: io.RawIOBase) -> None:
         """Write to `file`, an unbuffered binary file opened for appending (see `open_report`)."""
         self._file = file
+        self.failure: OSError | None = None
+        """The first write that failed, or None."""
+        self.on_failure: Callable[[], None] | None = None
+        """Called once, right after the first write that failed (to stop the run)."""
 
     def close(self) -> None:
         """Close the file, which also releases the run's lock on it (idempotent)."""
@@ -193,13 +202,20 @@ class ReportWriter:
         )
 
     def _write(self, entry: dict[str, object]) -> None:
+        if self.failure is not None:
+            return
         data = (json.dumps(entry, ensure_ascii=False) + "\n").encode(
             "utf-8", errors="backslashreplace"
         )
         view = memoryview(data)
-        while view:  # a raw write may take less than all of it (rare: signals, full pipes)
-            written = self._file.write(view)
-            view = view[written or 0 :]
+        try:
+            while view:  # a raw write may take less than all of it (rare: signals, full pipes)
+                written = self._file.write(view)
+                view = view[written or 0 :]
+        except OSError as error:
+            self.failure = error
+            if self.on_failure is not None:
+                self.on_failure()
 
 
 def _set(bitmap: bytearray, index: int, value: bool) -> None:
