@@ -22,7 +22,8 @@ proven ours and usable: it must be a regular file (or not exist), it is locked f
 run (`flock`, so two runs never journal into one report; the kernel drops the lock when the
 process dies, SIGKILL included), it is read without being modified, its header must match
 the input and `--resume` must be given for a report that already holds a run. Only then is a
-torn last line cut off (with a warning) and, for a new report, the header written.
+torn last line cut off, or a whole last line's missing newline added (with a warning), and,
+for a new report, the header written.
 """
 
 from __future__ import annotations
@@ -250,6 +251,8 @@ class ReportState:
     torn_at: int | None = None
     """Where a torn or unreadable last line starts (the file is cut back there), or None."""
     torn_line: int = 0
+    unterminated_line: int = 0
+    """A whole last line of ours that lacks only its newline (added on repair), or 0."""
 
     def is_done(self, index: int) -> bool:
         """The record's last outcome is ok: skip it."""
@@ -344,8 +347,10 @@ def read_report(stream: IO[bytes]) -> ReportState:
     The first line must be our header; if it is not, reading stops there (`has_header` is
     False) so a file that is not a report is neither read through nor touched. A last line
     that is incomplete (no newline) or unreadable (bad JSON or UTF-8) is what a kill
-    mid-write leaves: its offset is kept in `torn_at` for `open_report` to cut off. A file
-    holding only the start of a header is torn at 0, that is, empty. Unreadable lines
+    mid-write leaves: its offset is kept in `torn_at` for `open_report` to cut off. A last
+    line that is whole and ours but lacks its newline is kept (`unterminated_line`, for
+    `open_report` to add the newline). A file holding only the start of a header is torn
+    at 0, that is, empty. Unreadable lines
     before the last one are skipped with one warning.
     """
     state = ReportState()
@@ -353,21 +358,30 @@ def read_report(stream: IO[bytes]) -> ReportState:
     if not first:
         return state
     state.empty = False
+    header = _parse(first)
     if not first.endswith(b"\n"):
-        if first.startswith(_HEADER_PREFIX) and not stream.read(1):
+        if stream.read(1):
+            return state  # a first line longer than any header: not ours
+        if header is not None and "osvi_async_report" in header:
+            if state.fold(header):
+                state.unterminated_line = 1  # a whole header: only its newline is missing
+        elif first.startswith(_HEADER_PREFIX):
             state.empty, state.torn_at, state.torn_line = True, 0, 1
         return state
-    header = _parse(first)
     if header is None or "osvi_async_report" not in header or not state.fold(header):
         return state
     bad: list[int] = []
     offset = len(first)
     last: tuple[int, int, bool] | None = None  # (line number, offset, readable) of the last
     for number, raw in enumerate(stream, start=2):
-        entry = _parse(raw) if raw.endswith(b"\n") else None
+        # Only the last line can lack its newline. Every line of ours ends in "}", so one
+        # that parses as ours was written whole: it is kept, and its newline added.
+        entry = _parse(raw)
         readable = entry is not None and state.fold(entry)
         if not readable:
             bad.append(number)
+        elif not raw.endswith(b"\n"):
+            state.unterminated_line = number
         last = (number, offset, readable)
         offset += len(raw)
     if last is not None and not last[2]:
@@ -429,6 +443,12 @@ def open_report(
             os.fsync(fd)
             state.warnings.insert(
                 0, f"removed its torn last line ({state.torn_line}), left by a stop mid-write"
+            )
+        elif state.unterminated_line:
+            os.write(fd, b"\n")  # appended (O_APPEND): the line itself stays as it is
+            os.fsync(fd)
+            state.warnings.insert(
+                0, f"added the missing newline to its last line ({state.unterminated_line})"
             )
         writer = ReportWriter(file)
         if state.empty:

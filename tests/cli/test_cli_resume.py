@@ -46,6 +46,18 @@ def test_torn_last_line_is_cut_off_with_a_warning(tmp_path: Path) -> None:
     assert "torn last line (4)" in warning
 
 
+def test_whole_last_line_without_newline_is_kept(tmp_path: Path) -> None:
+    """A complete last line of ours lacking only its newline is kept, and the newline added."""
+    report = tmp_path / "r.jsonl"
+    for content in (HEADER + _outcome(0, ok=True), HEADER):
+        report.write_bytes(content[:-1])
+        state = read_report(report)
+        assert report.read_bytes() == content
+        assert state.is_done(0) == (content != HEADER)
+        [warning] = state.warnings
+        assert "added the missing newline to its last line" in warning
+
+
 def test_partial_utf8_and_bad_json_tails_are_repaired(tmp_path: Path) -> None:
     """A last line cut inside a UTF-8 sequence, or not JSON, is cut off; nothing raises."""
     report = tmp_path / "r.jsonl"
@@ -216,3 +228,26 @@ async def test_held_items_wait_for_their_session_and_resume_in_order(
     )
     assert second.code == 0, second.err
     assert osvi_emulator.applied(flaky) == tuple(items[i].context for i in (0, 2, 4))
+
+
+async def test_resume_keeps_a_last_ok_line_without_its_newline(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """The last item's ok line without its newline: the resume skips it, sends nothing again."""
+    a = osvi_emulator.create_session()
+    items = [InjectRequest(a, f"item {i}") for i in range(3)]
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    write_input(source, items)
+    first = await osvi("bulk", str(source), "--report", str(report), emulator=osvi_emulator)
+    assert first.code == 0, first.err
+    content = report.read_bytes()
+    report.write_bytes(content[:-1])
+    result = await osvi(
+        "bulk", str(source), "--report", str(report), "--resume", emulator=osvi_emulator
+    )
+    assert result.code == 0, result.err
+    assert "0 ok, 0 failed, 3 skipped" in result.err
+    assert "added the missing newline to its last line" in result.err
+    assert osvi_emulator.applied(a) == ("item 0", "item 1", "item 2")
+    assert report.read_bytes() == content
+    assert_clean(result, osvi_emulator.api_token)
