@@ -41,6 +41,7 @@ from typing import IO, Final
 import attrs
 
 from osvi_async import APIStatusError, InjectOutcome, OsviError
+from osvi_async.cli._bulk_io import decode_input
 
 REPORT_VERSION: Final = 1
 MALFORMED_INPUT: Final = "malformed_input"
@@ -101,9 +102,9 @@ def identify_input(raw: IO[bytes], count: Callable[[IO[str]], int]) -> InputIden
     with raw:
         hashing = _HashingReader(raw)
         buffered = io.BufferedReader(hashing, buffer_size=_CHUNK)
-        text = io.TextIOWrapper(
-            buffered, encoding="utf-8-sig", errors="surrogateescape", newline=""
-        )
+        # Kept in a name: a text wrapper that is collected closes the buffer under it, and
+        # what `count` left unread is still to be hashed below.
+        text = decode_input(buffered)
         records = count(text)
         while buffered.read(_CHUNK):
             pass
