@@ -341,15 +341,8 @@ class OsviClient:
             rate_limit = check_rate(rate_limit)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
         _check_retry(retry)
-        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
-            raise ClientValidationError(
-                f"retry_budget must be a RetryBudget or None, got {type(retry_budget).__name__}"
-            )
-        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
-            raise ClientValidationError(
-                "circuit_breaker must be a CircuitBreaker or None, "
-                f"got {type(circuit_breaker).__name__}"
-            )
+        _check_optional("retry_budget", retry_budget, RetryBudget)
+        _check_optional("circuit_breaker", circuit_breaker, CircuitBreaker)
         hold_on_failure = check_bool("hold_on_failure", hold_on_failure)
         if on_send is not None:
             check_callable("on_send", on_send)
@@ -378,5 +371,12 @@ class OsviClient:
 
 
 def _check_retry(retry: object) -> None:
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ClientValidationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+    _check_optional("retry", retry, RetryPolicy)
+
+
+def _check_optional(name: str, value: object, expected: type) -> None:
+    """Refuse a value that is neither None nor an instance of `expected` (an options object)."""
+    if value is not None and not isinstance(value, expected):
+        raise ClientValidationError(
+            f"{name} must be a {expected.__name__} or None, got {type(value).__name__}"
+        )
