@@ -2,6 +2,10 @@
 
 Usage (from the repository root, with any Python 3.11+):  python3 scripts/check.py
 
+Before the steps it also installs Prism (``@stoplight/prism-cli``, a third-party mock server
+the tests in tests/prism/ run against) with npm into ./.prism, once: a later run finds the pinned
+version there and skips npm. Without npm it stops at once, since those tests would fail anyway.
+
 Steps: ruff lint, ruff format check, mypy --strict (package and the typed usage file),
 mkdocs build --strict, and pytest with branch coverage (at least 90%). Every step runs even if
 an earlier one failed, so one run shows every problem; the exit code is non-zero if any failed.
@@ -9,7 +13,9 @@ an earlier one failed, so one run shows every problem; the exit code is non-zero
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
+
+# 5.14.2 is the newest Prism whose package.json accepts Node 20 (CI's Node); 5.15+ needs Node 24.
+# tests/prism/conftest.py runs ./.prism/node_modules/.bin/prism and fails when it is missing.
+PRISM_VERSION = "5.14.2"
+PRISM_DIR = ROOT / ".prism"
+PRISM_PACKAGE = PRISM_DIR / "node_modules" / "@stoplight" / "prism-cli" / "package.json"
 
 STEPS: list[tuple[str, list[str]]] = [
     ("ruff check", [str(BIN / "ruff"), "check", "."]),
@@ -58,8 +70,36 @@ def install() -> None:
         sys.exit("installing the package and its dev dependencies failed")
 
 
+def installed_prism_version() -> str | None:
+    """The version of the Prism already installed in ./.prism, or None."""
+    try:
+        version = json.loads(PRISM_PACKAGE.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(version)
+
+
+def install_prism() -> None:
+    """Install the pinned Prism into ./.prism with npm, unless that version is already there."""
+    if installed_prism_version() == PRISM_VERSION:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit(
+            "npm not found: the tests in tests/prism/ run the Prism mock server, which this "
+            "script installs with npm; install Node.js 20+ with npm and run it again"
+        )
+    started = time.monotonic()
+    package = f"@stoplight/prism-cli@{PRISM_VERSION}"
+    command = [npm, "install", "--prefix", str(PRISM_DIR), "--no-audit", "--no-fund", package]
+    if run(command) != 0 or installed_prism_version() != PRISM_VERSION:
+        sys.exit(f"installing {package} into {PRISM_DIR} with npm failed")
+    print(f"--- prism {PRISM_VERSION}: installed in {time.monotonic() - started:.1f} s", flush=True)
+
+
 def main() -> int:
     install()
+    install_prism()
     failed: list[str] = []
     for name, command in STEPS:
         started = time.monotonic()
