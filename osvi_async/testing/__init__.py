@@ -6,12 +6,19 @@ serves the emulator from the command line. See docs/testing.md.
 """
 
 from osvi_async.testing._emulator import OsviEmulator, generate_api_token
-from osvi_async.testing._faults import FaultDecision, FaultKind, FaultPlan, ManualClock
+from osvi_async.testing._faults import (
+    ENDPOINT_NAMES,
+    FaultDecision,
+    FaultKind,
+    FaultPlan,
+    ManualClock,
+)
 from osvi_async.testing._serve import main, serve
 from osvi_async.testing._state import BUCKET_SIZE, EmulatorStats
 
 __all__ = [
     "BUCKET_SIZE",
+    "ENDPOINT_NAMES",
     "EmulatorStats",
     "FaultDecision",
     "FaultKind",

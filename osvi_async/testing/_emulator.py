@@ -19,7 +19,8 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from osvi_async.testing._app import EmulatorApp
-from osvi_async.testing._faults import FaultPlan
+from osvi_async.testing._chat_routes import AgentReply, default_agent_reply
+from osvi_async.testing._faults import ENDPOINT_NAMES, FaultPlan
 from osvi_async.testing._state import EmulatorStats, Observations, SessionStore
 
 __all__ = ["DEFAULT_HOST", "OsviEmulator", "generate_api_token"]
@@ -74,11 +75,20 @@ class OsviEmulator:
     one active session per (customer, agent), opening a new one closes the old; a session's
     context bucket keeps the 5 most recent entries; a closed session answers 404.
 
+    The emulated agent (``POST /v1/chat/inbound`` and the support ``tell`` command) replies
+    ``agent_reply(session_id, content)``, by default ``"Emulated agent reply to: <content>"``;
+    it does not reply (``""``) while an operator holds the session (support mode). A customer
+    message containing the word human, person, operator, agent or representative (any case,
+    plural too) sets the session's ``help_requested``. ``messages`` is the transcript.
+
     Args:
         api_token: The token to accept; a random 16-character one when None.
         host: Address to bind; keep the default loopback address.
         port: Port to bind; 0 picks a free port.
         fault_plan: Failures to inject; none when None. Can be replaced while running.
+        agent_reply: The emulated agent, a callable ``(session_id, content) -> reply``; for
+            ``tell``, ``content`` is the operator's guidance. Can be replaced while running
+            (the ``agent_reply`` attribute).
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class OsviEmulator:
         host: str = DEFAULT_HOST,
         port: int = 0,
         fault_plan: FaultPlan | None = None,
+        agent_reply: AgentReply | None = None,
     ) -> None:
         token = generate_api_token() if api_token is None else api_token
         if not token or token != token.strip() or not token.isprintable():
@@ -99,6 +110,7 @@ class OsviEmulator:
         self._observations = Observations()
         self._app: EmulatorApp | None = None
         self._initial_plan = fault_plan if fault_plan is not None else FaultPlan()
+        self._agent_reply = default_agent_reply if agent_reply is None else agent_reply
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
         self._stopped = False
@@ -136,6 +148,17 @@ class OsviEmulator:
         if self._app is not None:
             self._app.fault_plan = plan
 
+    @property
+    def agent_reply(self) -> AgentReply:
+        """The emulated agent, ``(session_id, content) -> reply``; assign one to change it."""
+        return self._agent_reply
+
+    @agent_reply.setter
+    def agent_reply(self, agent_reply: AgentReply) -> None:
+        self._agent_reply = agent_reply
+        if self._app is not None:
+            self._app.agent_reply = agent_reply
+
     async def start(self) -> None:
         """Bind the socket and start answering. Raises RuntimeError if called twice."""
         if self._runner is not None or self._stopped:
@@ -145,6 +168,7 @@ class OsviEmulator:
             store=self._store,
             observations=self._observations,
             fault_plan=self._initial_plan,
+            agent_reply=self._agent_reply,
         )
         # No access log: the emulator should not write request lines into the user's test logs.
         server = _CountingServer(self._app, self._observations, access_log=None)
@@ -201,6 +225,18 @@ class OsviEmulator:
         """Close a session, as the support ``close`` command does. Raises KeyError if unknown."""
         self._store.close(session_id)
 
+    def make_dormant(self, session_id: str) -> None:
+        """Mark a session dormant (idle), as the platform does after a while.
+
+        It stays the customer's session with its agent: the active lookup still finds it
+        (``status: "dormant"``), and the customer's next message resumes it (``"active"``).
+
+        Raises:
+            KeyError: No session has this id.
+            ValueError: The session is closed.
+        """
+        self._store.make_dormant(session_id)
+
     def bucket(self, session_id: str) -> tuple[str, ...]:
         """The session's context bucket now: at most 5 entries, oldest first.
 
@@ -220,9 +256,41 @@ class OsviEmulator:
         """
         return tuple(self._store.require(session_id).applied)
 
+    def messages(self, session_id: str) -> list[tuple[str, str]]:
+        """The session's transcript: ``(role, text)`` pairs, oldest first, never capped.
+
+        Roles: ``"customer"`` (inbound messages), ``"agent"`` (the agent's replies),
+        ``"operator"`` (an operator's text to the customer: plain support messages and the
+        message given with ``takeover``, ``end`` or ``close``), ``"whisper"`` (private guidance
+        for the agent: ``whisper`` and the guidance of ``tell``; the customer never sees it).
+        A change applied before an ambiguous fault is here like any other.
+
+        Raises:
+            KeyError: No session has this id.
+        """
+        return list(self._store.require(session_id).transcript)
+
     def requests_for(self, session_id: str) -> int:
         """How many inject_context requests named this session, whatever their outcome."""
         return self._observations.inject_requests_for(session_id)
+
+    def requests(self, endpoint: str) -> int:
+        """How many requests reached ``endpoint`` since start, whatever their outcome.
+
+        Every request routed to the endpoint counts, faulted, refused (401, 404, 422) or not;
+        ``reset_stats`` leaves these counts alone, like ``requests_for``.
+
+        Args:
+            endpoint: One of ``ENDPOINT_NAMES``: ``"create_session"``, ``"active_session"``,
+                ``"inbound"``, ``"support"``, ``"inject_context"``.
+
+        Raises:
+            ValueError: ``endpoint`` is not one of those names.
+        """
+        if endpoint not in ENDPOINT_NAMES:
+            names = ", ".join(ENDPOINT_NAMES)
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of: {names}")
+        return self._observations.endpoint_requests(endpoint)
 
     @property
     def stats(self) -> EmulatorStats:

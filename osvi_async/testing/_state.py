@@ -1,10 +1,10 @@
 """In-memory chat sessions and the record of what the emulator saw.
 
-The server rules the client depends on live here, in one place: one active session per
+The server rules the client depends on live here, in one place: one open session per
 (customer, agent), a context bucket of the 5 most recent non-empty entries, closed sessions
-that no longer accept context. The observation log (entries applied, requests per session,
-connection and concurrency counters) is what tests assert on: it is the server's view, not
-the client's.
+that no longer accept context or messages. The observation log (entries applied, each
+session's transcript, requests per session and per endpoint, connection and concurrency
+counters) is what tests assert on: it is the server's view, not the client's.
 """
 
 from __future__ import annotations
@@ -20,13 +20,34 @@ import attrs
 
 from osvi_async.testing._faults import FaultKind
 
-__all__ = ["BUCKET_SIZE", "ChatSession", "EmulatorStats", "Observations", "SessionStore"]
+__all__ = [
+    "AGENT",
+    "BUCKET_SIZE",
+    "CUSTOMER",
+    "OPERATOR",
+    "WHISPER",
+    "ChatSession",
+    "EmulatorStats",
+    "Observations",
+    "SessionStore",
+]
 
 BUCKET_SIZE: Final = 5
 """How many context entries a session keeps; older ones are dropped first (FIFO)."""
 
 ACCOUNT_ID: Final = 1
 """The one account every emulated session belongs to (the token is account-scoped)."""
+
+# Transcript roles: who said a line, and so who may see it.
+CUSTOMER: Final = "customer"
+"""A message the customer sent (inbound)."""
+AGENT: Final = "agent"
+"""The agent's reply to the customer (inbound in AI mode, support ``tell``)."""
+OPERATOR: Final = "operator"
+"""A human operator's message to the customer (support, plain or with a command)."""
+WHISPER: Final = "whisper"
+"""Private operator guidance for the agent (``whisper``, and the guidance of ``tell``); never
+shown to the customer."""
 
 
 def _now() -> str:
@@ -49,16 +70,27 @@ class ChatSession:
     input_fields: dict[str, object]
     bucket: deque[str]
     applied: list[str] = attrs.field(factory=list)
+    transcript: list[tuple[str, str]] = attrs.field(factory=list)
     status: str = "active"
     mode: str = "ai"
+    help_requested: bool = False
     active_human: str | None = None
     created_at: str = attrs.field(factory=_now)
     updated_at: str = attrs.field(factory=_now)
 
     @property
-    def is_active(self) -> bool:
-        """Whether the session still accepts context and commands."""
-        return self.status == "active"
+    def is_open(self) -> bool:
+        """Whether the session still accepts context, messages and commands.
+
+        A dormant session (idle for a while) is still the pair's session: it is open, and the
+        next customer message resumes it.
+        """
+        return self.status != "closed"
+
+    def record(self, role: str, text: str) -> None:
+        """Append one line to the transcript (``role`` is CUSTOMER, AGENT, OPERATOR or WHISPER)."""
+        self.transcript.append((role, text))
+        self.touch()
 
     def append_context(self, entry: str) -> None:
         """Append one accepted entry: into the capped bucket and the uncapped applied log."""
@@ -78,7 +110,7 @@ class ChatSession:
             "account_id": ACCOUNT_ID,
             "customer_id": self.customer_id,
             "mode": self.mode,
-            "help_requested": False,
+            "help_requested": self.help_requested,
             "status": self.status,
             "current_state": None,
             "metadata": {
@@ -93,7 +125,7 @@ class ChatSession:
 
 
 class SessionStore:
-    """Every session the emulator knows, with the one-active-session-per-pair rule."""
+    """Every session the emulator knows, with the one-open-session-per-pair rule."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, ChatSession] = {}
@@ -108,7 +140,7 @@ class SessionStore:
         input_fields: Mapping[str, object] | None = None,
         context: Iterable[str] = (),
     ) -> ChatSession:
-        """Open a session, closing the pair's previous active session as the API does."""
+        """Open a session, closing the pair's previous open session as the API does."""
         previous = self._active.get((customer_id, agent_uuid))
         if previous is not None:
             self.close(previous)
@@ -138,29 +170,53 @@ class SessionStore:
             raise KeyError(f"no emulated session with id {session_id!r}")
         return session
 
-    def get_active(self, session_id: str) -> ChatSession | None:
-        """Return the session if it exists and is still active, else None."""
+    def get_open(self, session_id: str) -> ChatSession | None:
+        """Return the session if it exists and is not closed, else None."""
         session = self.get(session_id)
-        return session if session is not None and session.is_active else None
+        return session if session is not None and session.is_open else None
 
     def close(self, session_id: str) -> None:
         """Close a session for good; closing a closed session is a no-op."""
         session = self.require(session_id)
-        if not session.is_active:
+        if not session.is_open:
             return
         session.status = "closed"
         session.touch()
         key = (session.customer_id, session.agent_uuid)
-        if self._active.get(key) == session_id:
+        if self._active.get(key) == session.id:
             del self._active[key]
 
+    def make_dormant(self, session_id: str) -> None:
+        """Mark an open session dormant (idle); it stays the pair's session until closed.
+
+        Raises:
+            KeyError: No session has this id.
+            ValueError: The session is closed.
+        """
+        session = self.require(session_id)
+        if not session.is_open:
+            raise ValueError(f"session {session_id!r} is closed")
+        session.status = "dormant"
+        session.touch()
+
+    def resolve(self, customer_id: str, agent_uuid: str) -> ChatSession:
+        """Return the pair's open session, resumed if dormant, or a new one if there is none.
+
+        This is how a customer message without ``session_id`` finds its session.
+        """
+        session = self.active_for(customer_id, agent_uuid)
+        if session is None:
+            return self.create(agent_uuid=agent_uuid, customer_id=customer_id)
+        session.status = "active"
+        return session
+
     def active_for(self, customer_id: str, agent_uuid: str) -> ChatSession | None:
-        """Return the customer's active session with this agent, or None."""
+        """Return the customer's open session with this agent (active or dormant), or None."""
         session_id = self._active.get((customer_id, agent_uuid))
         return None if session_id is None else self._sessions[session_id]
 
     def active_by_agent(self, customer_id: str) -> dict[str, ChatSession]:
-        """Return every active session of the customer, keyed by agent UUID."""
+        """Return every open session of the customer, keyed by agent UUID."""
         return {
             agent: self._sessions[session_id]
             for (customer, agent), session_id in self._active.items()
@@ -192,12 +248,16 @@ class EmulatorStats:
 
 
 class Observations:
-    """Mutable counters behind ``EmulatorStats`` plus per-session request counts."""
+    """Mutable counters behind ``EmulatorStats`` plus per-session and per-endpoint counts.
+
+    The per-session and per-endpoint counts are kept since start: ``reset`` leaves them alone.
+    """
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.open_connections = 0
         self._inject_requests: dict[str, int] = {}
+        self._endpoint_requests: dict[str, int] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -240,6 +300,14 @@ class Observations:
     def inject_requests_for(self, session_id: str) -> int:
         """Return the inject_context requests received for ``session_id``."""
         return self._inject_requests.get(session_id.lower(), 0)
+
+    def endpoint_request(self, endpoint: str) -> None:
+        """Count a request routed to ``endpoint``, whatever its outcome."""
+        self._endpoint_requests[endpoint] = self._endpoint_requests.get(endpoint, 0) + 1
+
+    def endpoint_requests(self, endpoint: str) -> int:
+        """Return the requests routed to ``endpoint`` so far."""
+        return self._endpoint_requests.get(endpoint, 0)
 
     def snapshot(self) -> EmulatorStats:
         """Return the counters as an immutable value."""
