@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from osvi_async.testing import OsviEmulator
-from tests.testing.helpers import Api
+from tests.testing.helpers import Api, api_for
 
 
 @pytest.fixture
 async def api(osvi_emulator: OsviEmulator) -> AsyncIterator[Api]:
     """A plain aiohttp caller for ``osvi_emulator``, sending its token by default."""
-    async with aiohttp.ClientSession(base_url=osvi_emulator.base_url) as http:
-        yield Api(http, osvi_emulator.api_token)
+    async with api_for(osvi_emulator) as caller:
+        yield caller

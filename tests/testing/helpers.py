@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import aiohttp
 import attrs
 from multidict import CIMultiDictProxy
 
+from osvi_async.testing import OsviEmulator
+
 DEFAULT: Final = object()
 """Stands for "the emulator's own token" where a test may pass None (no header) or another one."""
 
 NO_BODY: Final = object()
+
+AGENT: Final = "agent_IsZ3Q6Sf_60Eh26XQMGbz-R_og"
+"""The agent UUID the docs use in their examples."""
 
 
 @attrs.frozen
@@ -85,6 +91,22 @@ class Api:
         """POST /v1/chat/session/{id}/support."""
         path = f"/v1/chat/session/{session_id}/support"
         return await self.request("POST", path, body=body, **kwargs)
+
+    async def inbound(self, body: object = NO_BODY, **kwargs: Any) -> Reply:
+        """POST /v1/chat/inbound."""
+        return await self.request("POST", "/v1/chat/inbound", body=body, **kwargs)
+
+    async def say(self, customer_id: str, content: str, *, agent_uuid: str = AGENT) -> Reply:
+        """POST /v1/chat/inbound for one customer message to ``agent_uuid``."""
+        body = {"agent_uuid": agent_uuid, "customer_id": customer_id, "content": content}
+        return await self.inbound(body)
+
+
+@contextlib.asynccontextmanager
+async def api_for(emulator: OsviEmulator) -> AsyncIterator[Api]:
+    """A plain aiohttp caller for a running ``emulator``, sending its token by default."""
+    async with aiohttp.ClientSession(base_url=emulator.base_url) as http:
+        yield Api(http, emulator.api_token)
 
 
 async def eventually(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
