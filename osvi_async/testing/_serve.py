@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
 from osvi_async.testing._emulator import DEFAULT_HOST, OsviEmulator
-from osvi_async.testing._faults import FaultKind, FaultPlan
+from osvi_async.testing._faults import ENDPOINT_NAMES, FaultKind, FaultPlan
 
 __all__ = ["DEFAULT_PORT", "main", "serve"]
 
@@ -122,7 +122,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--fail-rate",
         type=_rate,
         default=0.0,
-        help="share of inject_context calls that fail, in [0, 1] (%(default)s)",
+        help="share of calls to the --fail-endpoint endpoints that fail, in [0, 1] (%(default)s)",
     )
     parser.add_argument(
         "--fail-kind",
@@ -134,7 +134,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--latency-ms",
         type=_non_negative,
         default=0.0,
-        help="delay added to every inject_context call, in milliseconds (%(default)s)",
+        help="delay added to every call to those endpoints, in milliseconds (%(default)s)",
+    )
+    parser.add_argument(
+        "--fail-endpoint",
+        action="append",
+        choices=ENDPOINT_NAMES,
+        metavar="NAME",
+        help=(
+            "endpoint the failures and the latency apply to; repeat for several "
+            f"({', '.join(ENDPOINT_NAMES)}; default: inject_context)"
+        ),
     )
     parser.add_argument("--seed", type=int, help="seed for the failures (default: random)")
     return parser
@@ -152,6 +162,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = DEFAULT_PROG) -> int:
         seed=args.seed,
         latency=1.0 if args.latency_ms > 0 else 0.0,
         latency_seconds=args.latency_ms / 1000,
+        endpoints=args.fail_endpoint,
         **{args.fail_kind: args.fail_rate},
     )
     generated = args.token is None

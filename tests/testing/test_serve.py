@@ -89,6 +89,23 @@ async def test_generates_and_prints_a_demo_token_and_applies_faults() -> None:
     assert stderr == b""
 
 
+async def test_fail_endpoint_chooses_the_failing_endpoints() -> None:
+    """--fail-endpoint inbound fails messages (and the new endpoint serves) while inject works."""
+    argv = ["--port", "0", "--fail-rate", "1", "--fail-endpoint", "inbound"]
+    async with _server(*argv) as process:
+        url, token = await _announcement(process)
+        async with aiohttp.ClientSession(base_url=url) as http:
+            api = Api(http, token)
+            message = {"agent_uuid": "agent_A", "customer_id": "cust", "content": "Hi"}
+            failed = await api.inbound(message)
+            created = await api.create({"agent_uuid": "agent_A", "customer_id": "cust"})
+            injected = await api.inject(created.json["data"]["id"], {"context": "x"})
+        assert (failed.status, created.status, injected.status) == (502, 200, 200)
+        process.terminate()
+        await process.communicate()
+    assert process.returncode == 0
+
+
 async def test_a_busy_port_exits_1(osvi_emulator: OsviEmulator) -> None:
     """When the port is taken it says so on stderr and exits 1."""
     async with _server("--port", str(osvi_emulator.port)) as process:
@@ -100,7 +117,13 @@ async def test_a_busy_port_exits_1(osvi_emulator: OsviEmulator) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--fail-rate", "1.5"], ["--port", "70000"], ["--latency-ms", "-1"], ["--fail-kind", "x"]],
+    [
+        ["--fail-rate", "1.5"],
+        ["--port", "70000"],
+        ["--latency-ms", "-1"],
+        ["--fail-kind", "x"],
+        ["--fail-endpoint", "inbox"],
+    ],
 )
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Out-of-range options are refused by the parser with exit status 2."""
