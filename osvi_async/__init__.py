@@ -36,7 +36,17 @@ if TYPE_CHECKING:
     from osvi_async._bulk import BulkRun, refused_for_good
     from osvi_async._client import OsviClient
     from osvi_async._config import CircuitBreaker, RetryBudget, RetryEvent, RetryPolicy
-    from osvi_async.models import BulkSummary, InjectContextResult, InjectOutcome, InjectRequest
+    from osvi_async.models import (
+        BulkSummary,
+        ChatSession,
+        CustomerInjectRequest,
+        InjectContextResult,
+        InjectOutcome,
+        InjectRequest,
+        MessageReply,
+        SessionMetadata,
+        SupportResult,
+    )
 
 _LAZY: dict[str, str] = {
     "BulkRun": "osvi_async._bulk",
@@ -47,6 +57,11 @@ _LAZY: dict[str, str] = {
     "RetryEvent": "osvi_async._config",
     "RetryPolicy": "osvi_async._config",
     "BulkSummary": "osvi_async.models",
+    "ChatSession": "osvi_async.models",
+    "CustomerInjectRequest": "osvi_async.models",
+    "MessageReply": "osvi_async.models",
+    "SessionMetadata": "osvi_async.models",
+    "SupportResult": "osvi_async.models",
     "InjectContextResult": "osvi_async.models",
     "InjectOutcome": "osvi_async.models",
     "InjectRequest": "osvi_async.models",
@@ -77,16 +92,19 @@ __all__ = [
     "BadRequestError",
     "BulkRun",
     "BulkSummary",
+    "ChatSession",
     "CircuitBreaker",
     "CircuitOpenError",
     "ClientClosedError",
     "ClientValidationError",
+    "CustomerInjectRequest",
     "EngineError",
     "EngineRejectedError",
     "InjectContextResult",
     "InjectOutcome",
     "InjectRequest",
     "ItemHeldError",
+    "MessageReply",
     "NotFoundError",
     "OsviClient",
     "OsviError",
@@ -98,6 +116,8 @@ __all__ = [
     "RetryPolicy",
     "RunStoppedError",
     "ServerError",
+    "SessionMetadata",
+    "SupportResult",
     "TLSHandshakeError",
     "__version__",
     "refused_for_good",

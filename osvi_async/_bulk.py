@@ -34,7 +34,9 @@ from typing import Final, Self, cast
 
 import attrs
 
+from osvi_async._call import call
 from osvi_async._config import RetryPolicy
+from osvi_async._endpoints import INJECT_CONTEXT
 from osvi_async._flow import FlowControl
 from osvi_async._lanes import (
     InjectItem,
@@ -48,16 +50,27 @@ from osvi_async._lanes import (
     stopped_outcome,
 )
 from osvi_async._retry import logger
-from osvi_async._send import send_inject_context
+from osvi_async._sessions import SessionCache, inject_for_customer
 from osvi_async._transport import Transport
-from osvi_async._validation import check_context, check_session_id, encode_inject_body
+from osvi_async._validation import (
+    check_context,
+    check_session_id,
+    check_text,
+    encode_inject_body,
+)
 from osvi_async.errors import (
     ClientClosedError,
     ClientValidationError,
     OsviError,
     RunStoppedError,
 )
-from osvi_async.models import BulkSummary, InjectContextResult, InjectOutcome, InjectRequest
+from osvi_async.models import (
+    BulkSummary,
+    CustomerInjectRequest,
+    InjectContextResult,
+    InjectOutcome,
+    InjectRequest,
+)
 
 __all__ = ["BulkRun", "InjectItem", "as_request", "refused_for_good"]
 
@@ -72,6 +85,7 @@ class _Engine:
         *,
         transport: Transport,
         url_for: Callable[[str], str],
+        sessions: SessionCache,
         max_context_bytes: int,
         items: Iterable[InjectItem] | AsyncIterable[InjectItem],
         concurrency: int,
@@ -84,6 +98,7 @@ class _Engine:
     ) -> None:
         self._transport = transport
         self._url_for = url_for
+        self._sessions = sessions
         self._max_context_bytes = max_context_bytes
         self._items = items
         self._concurrency = concurrency
@@ -298,22 +313,16 @@ class _Engine:
         index = self._pulled
         self._pulled += 1
         self._open += 1
-        request: InjectRequest | None = None
+        request: InjectRequest | CustomerInjectRequest | None = None
         try:
             request = as_request(raw)
-            session_id = check_session_id(request.session_id)
-            context = check_context(request.context)
-            body = encode_inject_body(context, self._max_context_bytes)
+            item = self._item(index, request)
         except ClientValidationError as exc:
             self.failed += 1
             self.invalid += 1
             self._outcomes.put_nowait(InjectOutcome(index, request, ok=False, error=exc))
             return
-        if session_id is not request.session_id or context is not request.context:
-            # A str subclass, copied to a plain str by the checks: from here on only the
-            # checked copy is used (lane key, URL, logs), never the caller's own methods.
-            request = attrs.evolve(request, session_id=session_id, context=context)
-        item = Item(index, request, self._url_for(session_id), body)
+        request = item.request
         if self.draining:  # pulled as the drain began (the input itself drained the run)
             self._stopped.append(stopped_outcome(item))
             return
@@ -331,6 +340,60 @@ class _Engine:
         else:
             lane.append(item)
 
+    def _item(self, index: int, request: InjectRequest | CustomerInjectRequest) -> Item:
+        """The checked item; raises ClientValidationError for an invalid request.
+
+        A str subclass is copied to a plain str by the checks: from then on only the checked
+        copy is used (lane key, URL, logs), never the caller's own methods.
+        """
+        context = check_context(request.context)
+        body = encode_inject_body(context, self._max_context_bytes)
+        if isinstance(request, InjectRequest):
+            session_id = check_session_id(request.session_id)
+            if session_id is not request.session_id or context is not request.context:
+                request = attrs.evolve(request, session_id=session_id, context=context)
+            # UUIDs are case-insensitive: two spellings of one session share one lane.
+            return Item(index, request, self._url_for(session_id), body, session_id.lower())
+        customer_id = check_text("customer_id", request.customer_id)
+        agent_uuid = check_text("agent_uuid", request.agent_uuid)
+        if (
+            customer_id is not request.customer_id
+            or agent_uuid is not request.agent_uuid
+            or context is not request.context
+        ):
+            request = attrs.evolve(
+                request, customer_id=customer_id, agent_uuid=agent_uuid, context=context
+            )
+        # A NUL cannot start a session id, so customer lanes never meet session lanes.
+        return Item(index, request, "", body, f"\0{customer_id}\0{agent_uuid}")
+
+    async def _send(self, item: Item) -> InjectContextResult:
+        """Inject one item, looking up its session first if it is addressed by customer."""
+        gate = ItemGate(self.flow, self._signal, self._on_send, item)
+        request = item.request
+
+        async def inject(session_id: str) -> InjectContextResult:
+            if not isinstance(request, InjectRequest):
+                item.session_id, item.url = session_id, self._url_for(session_id)
+            return await call(
+                self._transport,
+                INJECT_CONTEXT,
+                item.url,
+                item.body,
+                timeout=self._timeout,
+                policy=self._policy,
+                session_id=item.session_id,
+                entry=request.context,
+                gate=gate,
+                resent=request.may_have_been_applied,
+            )
+
+        if isinstance(request, InjectRequest):
+            return await inject(item.session_id)
+        return await inject_for_customer(
+            self._sessions, request.customer_id, request.agent_uuid, inject
+        )
+
     async def _work(self) -> None:
         while True:
             item = await self._ready.get()
@@ -338,17 +401,7 @@ class _Engine:
             result: InjectContextResult | None = None
             error: OsviError | None = None
             try:
-                result = await send_inject_context(
-                    self._transport,
-                    url=item.url,
-                    body=item.body,
-                    session_id=item.session_id,
-                    context=item.request.context,
-                    timeout=self._timeout,
-                    policy=self._policy,
-                    gate=ItemGate(self.flow, self._signal, self._on_send, item),
-                    already_maybe_applied=item.request.may_have_been_applied,
-                )
+                result = await self._send(item)
             except OsviError as exc:
                 error = exc
             except Exception as exc:

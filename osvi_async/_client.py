@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import AsyncIterable, Callable, Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from urllib.parse import quote
 
 import attrs
 
 from osvi_async._bulk import BulkRun, InjectItem, _Engine
+from osvi_async._call import call
 from osvi_async._config import (
     DEFAULT_CIRCUIT_BREAKER,
     DEFAULT_CONCURRENCY,
@@ -22,8 +25,18 @@ from osvi_async._config import (
     RetryBudget,
     RetryPolicy,
 )
+from osvi_async._endpoints import (
+    CREATE_SESSION,
+    GET_ACTIVE_SESSION,
+    GET_ACTIVE_SESSIONS,
+    INJECT_CONTEXT,
+    SEND_MESSAGE,
+    SUPPORT,
+    TAKEOVER_WITH_MESSAGE,
+    Endpoint,
+)
 from osvi_async._flow import FlowControl
-from osvi_async._send import send_inject_context
+from osvi_async._sessions import SessionCache, inject_for_customer
 from osvi_async._transport import Transport, closed_client_error
 from osvi_async._validation import (
     check_bool,
@@ -31,16 +44,26 @@ from osvi_async._validation import (
     check_context,
     check_positive_int,
     check_rate,
+    check_seconds,
     check_session_id,
+    check_text,
     check_timeout,
+    encode_body,
     encode_inject_body,
 )
-from osvi_async.errors import ClientValidationError
+from osvi_async.errors import ClientValidationError, NotFoundError
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from osvi_async.models import InjectContextResult
+    from osvi_async.models import ChatSession, InjectContextResult, MessageReply, SupportResult
+
+T = TypeVar("T")
+
+DEFAULT_SESSION_CACHE_TTL: Final = 30.0
+DEFAULT_SESSION_CACHE_SIZE: Final = 10_000
+SUPPORT_COMMANDS: Final = ("takeover", "tell", "whisper", "end", "close")
+"""The commands `OsviClient.support` accepts (None: a plain operator message)."""
 
 __all__ = ["OsviClient"]
 
@@ -81,6 +104,10 @@ class OsviClient:
             a request already waiting in its pool when `close()` runs may still go out.
         max_context_bytes: Largest context, in UTF-8 bytes, that is sent at all; a larger one
             is a `ClientValidationError` before anything is uploaded. 1 MiB by default.
+        session_cache_ttl: Seconds `inject_context_for_customer` (and bulk items addressed by
+            customer) reuse a looked-up active session before looking it up again.
+        session_cache_size: Most (customer, agent) pairs kept in that cache; the least
+            recently used goes first.
 
     Raises:
         ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout`,
@@ -88,7 +115,7 @@ class OsviClient:
             `ClientSession`.
     """
 
-    __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_transport")
+    __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_sessions", "_transport")
 
     def __init__(
         self,
@@ -100,6 +127,8 @@ class OsviClient:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         session: aiohttp.ClientSession | None = None,
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+        session_cache_ttl: float = DEFAULT_SESSION_CACHE_TTL,
+        session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE,
     ) -> None:
         # Set first so that __del__ works even if validation below raises.
         self._owns_transport = False
@@ -118,6 +147,11 @@ class OsviClient:
             max_connections=self._config.max_connections,
             max_response_bytes=self._config.max_response_bytes,
             session=session,
+        )
+        self._sessions = SessionCache(
+            self._look_up_session_id,
+            ttl=check_seconds("session_cache_ttl", session_cache_ttl, allow_zero=True),
+            size=check_positive_int("session_cache_size", session_cache_size),
         )
         self._owns_transport = True
 
@@ -201,9 +235,9 @@ class OsviClient:
         if retry is not _UNSET:
             _check_retry(retry)
             changes["retry"] = retry
-        view = object.__new__(OsviClient)
+        # A shallow copy shares the pool and the session cache; only the defaults differ.
+        view = copy.copy(self)
         view._config = attrs.evolve(self._config, **changes)
-        view._transport = self._transport
         view._owns_transport = False
         # Keeps the owner (and its unclosed-pool warning) alive as long as any view is.
         view._origin = self._origin or self
@@ -254,16 +288,325 @@ class OsviClient:
         if retry is not None:
             _check_retry(retry)
         policy = self._config.retry if retry is None else retry
-        return await send_inject_context(
+        return await call(
             self._transport,
-            url=self._inject_url(session_id),
-            body=body,
-            session_id=session_id,
-            context=context,
+            INJECT_CONTEXT,
+            self._inject_url(session_id),
+            body,
             timeout=attempt_timeout,
             policy=policy,
-            already_maybe_applied=may_have_been_applied,
+            session_id=session_id,
+            entry=context,
+            resent=may_have_been_applied,
         )
+
+    async def inject_context_for_customer(
+        self,
+        customer_id: str,
+        agent_uuid: str,
+        context: str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> InjectContextResult:
+        """Append one entry to the customer's active session with the agent.
+
+        For programs that know who the customer is, not which session they are in (a voice
+        call ended, a ticket changed)::
+
+            await client.inject_context_for_customer(
+                "+15551112222", "agent_IsZ3Q6Sf_60Eh26XQMGbz-R_og", "Voice call: wants a refund."
+            )
+
+        The session is looked up with `get_active_session` and kept in a small per-client
+        cache (`session_cache_ttl`, `session_cache_size`); concurrent calls for one pair share
+        one lookup. If the cached session was closed meanwhile (404 `session_not_found`,
+        certainly not applied), the pair is looked up once more and the entry goes there.
+
+        Raises:
+            NotFoundError: The customer has no active session with this agent (open one with
+                `create_session` or `send_message`).
+            Everything `inject_context` raises.
+        """
+        if self._transport.closed:
+            raise closed_client_error()
+        customer_id = check_text("customer_id", customer_id)
+        agent_uuid = check_text("agent_uuid", agent_uuid)
+        context = check_context(context)
+        body = encode_inject_body(context, self._config.max_context_bytes)
+        attempt_timeout, policy = self._call_options(timeout, retry)
+
+        async def inject(session_id: str) -> InjectContextResult:
+            return await call(
+                self._transport,
+                INJECT_CONTEXT,
+                self._inject_url(session_id),
+                body,
+                timeout=attempt_timeout,
+                policy=policy,
+                session_id=session_id,
+                entry=context,
+            )
+
+        return await inject_for_customer(self._sessions, customer_id, agent_uuid, inject)
+
+    async def create_session(
+        self,
+        agent_uuid: str,
+        customer_id: str,
+        *,
+        input_fields: Mapping[str, Any] | None = None,
+        context: Sequence[str] | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> ChatSession:
+        """Open a chat session for the customer with the agent.
+
+        The API first closes the customer's active session with that agent, if any: at most
+        one session per pair is active. Because of that, a failure after which the session
+        may have been created is not retried (a retry would close it again); the error says
+        `may_have_been_applied` and how to check, with `get_active_session`.
+
+        Args:
+            agent_uuid: The agent to chat with (`agent_...`).
+            customer_id: Your stable identifier for the customer (often a phone number).
+            input_fields: Facts about the customer the agent can use (JSON values).
+            context: Initial context entries; the session keeps the 5 most recent.
+            timeout: Seconds for each HTTP attempt; defaults to the client's `timeout`.
+            retry: Retry policy for this call; defaults to the client's `retry`.
+
+        Raises:
+            ClientValidationError: Blank ids, `input_fields` that is not a mapping of JSON
+                values, or a `context` entry that is blank or too long; nothing was sent.
+            Everything `inject_context` raises (a 422 is a `BadRequestError` with `errors`).
+        """
+        agent_uuid = check_text("agent_uuid", agent_uuid)
+        customer_id = check_text("customer_id", customer_id)
+        request: dict[str, object] = {"agent_uuid": agent_uuid, "customer_id": customer_id}
+        if input_fields is not None:
+            if not isinstance(input_fields, Mapping):
+                raise ClientValidationError(
+                    f"input_fields must be a mapping, got {type(input_fields).__name__}"
+                )
+            request["input_fields"] = dict(input_fields)
+        if context is not None:
+            request["context"] = self._context_entries(context)
+        body = encode_body(request, "create_session's body")
+        session = await self._call_by_customer(
+            CREATE_SESSION, self._url("/v1/chat/session"), body, customer_id, agent_uuid,
+            timeout, retry,
+        )  # fmt: skip
+        self._sessions.remember(customer_id, agent_uuid, session.id)
+        return session
+
+    async def get_active_session(
+        self,
+        customer_id: str,
+        agent_uuid: str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> ChatSession:
+        """The customer's active session with the agent.
+
+        A read: every transient failure is retried.
+
+        Raises:
+            NotFoundError: The customer has no active session with this agent.
+            ClientValidationError: A blank `customer_id` or `agent_uuid`; nothing was sent.
+            Everything `inject_context` raises.
+        """
+        customer_id = check_text("customer_id", customer_id)
+        agent_uuid = check_text("agent_uuid", agent_uuid)
+        url = self._url(
+            f"/v1/chat/session/active?customer_id={quote(customer_id, safe='')}"
+            f"&agent_uuid={quote(agent_uuid, safe='')}"
+        )
+        session = await self._call_by_customer(
+            GET_ACTIVE_SESSION, url, None, customer_id, agent_uuid, timeout, retry
+        )
+        self._sessions.remember(customer_id, agent_uuid, session.id)
+        return session
+
+    async def get_active_sessions(
+        self,
+        customer_id: str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Mapping[str, ChatSession]:
+        """Every active session of the customer, keyed by agent uuid (read-only).
+
+        Empty when there is none, whether the API answers with an empty object or a 404.
+        A read: every transient failure is retried.
+        """
+        customer_id = check_text("customer_id", customer_id)
+        url = self._url(f"/v1/chat/session/active?customer_id={quote(customer_id, safe='')}")
+        try:
+            return await self._call_by_customer(
+                GET_ACTIVE_SESSIONS, url, None, customer_id, None, timeout, retry
+            )
+        except NotFoundError:
+            return MappingProxyType({})
+
+    async def send_message(
+        self,
+        agent_uuid: str,
+        customer_id: str,
+        content: str,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> MessageReply:
+        """Deliver a customer's message to the agent and return the agent's reply.
+
+        Without `session_id` the API uses the customer's active session with the agent,
+        resuming or opening one as needed. The call runs an agent turn, so a failure after
+        which the message may have been delivered is not retried (the customer would see
+        the exchange twice): the error says `may_have_been_applied` and how to check.
+
+        Raises:
+            ClientValidationError: Blank `agent_uuid`, `customer_id` or `content`, or a
+                `session_id` that is not a session UUID; nothing was sent.
+            Everything `inject_context` raises.
+        """
+        agent_uuid = check_text("agent_uuid", agent_uuid)
+        customer_id = check_text("customer_id", customer_id)
+        content = check_text("content", content)
+        request = {"agent_uuid": agent_uuid, "customer_id": customer_id, "content": content}
+        if session_id is not None:
+            request["session_id"] = check_session_id(session_id)
+        body = encode_body(dict(request), "send_message's body")
+        reply = await self._call_by_customer(
+            SEND_MESSAGE, self._url("/v1/chat/inbound"), body, customer_id, agent_uuid,
+            timeout, retry,
+        )  # fmt: skip
+        self._sessions.remember(customer_id, agent_uuid, reply.session_id)
+        return reply
+
+    async def support(
+        self,
+        session_id: str,
+        command: str | None = None,
+        message: str | None = None,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> SupportResult:
+        """Send an operator command, or a plain operator message, to a session.
+
+        Commands: `takeover` (a human takes the session: mode "support", the agent stops
+        answering), `tell` (guidance for the agent, which runs a turn and returns `reply`;
+        needs `message`), `whisper` (private guidance for the agent's next turn), `end` (back
+        to the agent), `close` (end the session for good). With `command=None`, `message` is
+        sent to the customer as the operator; the API accepts that only in support mode.
+
+        What is retried after a failure that may have been applied depends on the command:
+        takeover (without a message), end and close set a state, so they are retried; tell, a
+        plain message and a takeover with a message reach the customer or run an agent turn,
+        so they are not (the error says `may_have_been_applied`); whisper is retried and the
+        result flagged `possible_duplicate`.
+
+        Raises:
+            ClientValidationError: An unknown `command`, a missing `message` for `tell` or a
+                plain message, a blank `message`, or a bad `session_id`; nothing was sent.
+            EngineRejectedError: The engine refused the command (`tell` during a takeover).
+            Everything `inject_context` raises.
+        """
+        session_id = check_session_id(session_id)
+        if command is not None and command not in SUPPORT_COMMANDS:
+            raise ClientValidationError(
+                f"command must be one of {', '.join(SUPPORT_COMMANDS)} or None, got {command!r}"[
+                    :200
+                ]
+            )
+        request: dict[str, object] = {}
+        if command is not None:
+            request["command"] = str.__str__(command)
+        if message is not None:
+            request["message"] = check_text("message", message)
+        elif command in (None, "tell"):
+            what = "a plain operator message" if command is None else "tell"
+            raise ClientValidationError(f"message is required for {what}")
+        endpoint = SUPPORT[command]
+        if command == "takeover" and message is not None:
+            endpoint = TAKEOVER_WITH_MESSAGE
+        attempt_timeout, policy = self._call_options(timeout, retry)
+        result = await call(
+            self._transport,
+            endpoint,
+            self._url(f"/v1/chat/session/{session_id}/support"),
+            encode_body(request, "support's body"),
+            timeout=attempt_timeout,
+            policy=policy,
+            session_id=session_id,
+            entry=message or "",
+        )
+        if command == "close":
+            self._sessions.forget(session_id)
+        return result
+
+    async def close_session(
+        self,
+        session_id: str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> SupportResult:
+        """Close a session for good: `support(session_id, "close")`."""
+        return await self.support(session_id, "close", timeout=timeout, retry=retry)
+
+    async def _call_by_customer(  # noqa: PLR0917 - private; one call's description
+        self,
+        endpoint: Endpoint[T],
+        url: str,
+        body: bytes | None,
+        customer_id: str,
+        agent_uuid: str | None,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> T:
+        """Run a call addressed by customer (and agent): no session id in the path."""
+        if self._transport.closed:
+            raise closed_client_error()
+        attempt_timeout, policy = self._call_options(timeout, retry)
+        target = f"customer {customer_id!r}"
+        if agent_uuid is not None:
+            target += f" with agent {agent_uuid!r}"
+        return await call(
+            self._transport,
+            endpoint,
+            url,
+            body,
+            timeout=attempt_timeout,
+            policy=policy,
+            target=target,
+        )
+
+    async def _look_up_session_id(self, customer_id: str, agent_uuid: str) -> str:
+        """The session cache's lookup: the active session's id."""
+        session = await self.get_active_session(customer_id, agent_uuid)
+        return session.id
+
+    def _call_options(
+        self, timeout: float | None, retry: RetryPolicy | None
+    ) -> tuple[float, RetryPolicy]:
+        attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
+        if retry is None:
+            return attempt_timeout, self._config.retry
+        _check_retry(retry)
+        return attempt_timeout, retry
+
+    def _context_entries(self, context: object) -> list[str]:
+        if isinstance(context, str | bytes) or not isinstance(context, Sequence):
+            raise ClientValidationError(
+                f"context must be a list of strings, got {type(context).__name__}"
+            )
+        entries = [check_context(entry) for entry in context]
+        for entry in entries:
+            encode_inject_body(entry, self._config.max_context_bytes)  # size and Unicode
+        return entries
 
     def inject_many(
         self,
@@ -349,6 +692,7 @@ class OsviClient:
         engine = _Engine(
             transport=self._transport,
             url_for=self._inject_url,
+            sessions=self._sessions,
             max_context_bytes=self._config.max_context_bytes,
             items=items,
             concurrency=concurrency,
@@ -368,6 +712,9 @@ class OsviClient:
 
     def _inject_url(self, session_id: str) -> str:
         return f"{self._config.base_url}/v1/chat/session/{session_id}/inject_context"
+
+    def _url(self, path: str) -> str:
+        return f"{self._config.base_url}{path}"
 
 
 def _check_retry(retry: object) -> None:

@@ -81,6 +81,13 @@ def _flag(_instance: object, attribute: attrs.Attribute[bool], value: bool) -> N
     check_bool(attribute.name, value)
 
 
+def _optional_flag(
+    _instance: object, attribute: attrs.Attribute[bool | None], value: bool | None
+) -> None:
+    if value is not None:
+        check_bool(attribute.name, value)
+
+
 def _hook(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
         check_callable(attribute.name, value)
@@ -111,16 +118,19 @@ class RetryPolicy:
     for another session, nor a failed TLS handshake (`TLSHandshakeError`). A call whose task is
     being cancelled never retries: it raises `asyncio.CancelledError`.
 
-    Note that `inject_context` appends, and the API has no idempotency key: retrying after a
-    failure in which the entry may already have been applied (the request was sent and the
-    connection dropped or timed out, or the engine failed after taking it) may apply it twice.
-    Lost context is usually worse than a repeated line, so such failures are retried by
-    default, and the result of such a retry is flagged `possible_duplicate`: always after an
-    attempt that may still apply later (a timeout, a dropped connection, a 504, a proxy's
-    page), otherwise unless the returned bucket rules a duplicate out (fewer than 5 entries,
-    holding the entry once).
-    Set `retry_ambiguous=False` for at-most-once delivery: those failures are then raised
-    instead of retried.
+    What a failure after which the request may have been applied (it was sent and the
+    connection dropped or timed out, or the engine failed after taking it) does depends on
+    the endpoint, because no OSVI endpoint has an idempotency key (docs/retries.md has the
+    table): reads and state-setting commands (takeover, end, close) are retried;
+    `inject_context` and `whisper` append, and a lost entry is usually worse than a repeated
+    one, so they are retried too and the result is flagged `possible_duplicate` (always after
+    an attempt that may still apply later, such as a timeout, a dropped connection, a 504 or
+    a proxy's page; otherwise unless the returned bucket rules a duplicate out);
+    `create_session`, `send_message`, `tell` and plain operator messages are not retried (a
+    repeat could close the session just opened, or say something to the customer twice): the
+    error is raised with `may_have_been_applied=True` and a hint on how to check.
+    `retry_ambiguous=False` makes every endpoint at-most-once, `True` makes every endpoint
+    retry such failures; `None` (the default) lets each endpoint's class decide.
 
     Attributes:
         max_retries: Retries after the first attempt; 3 means at most 4 attempts.
@@ -129,8 +139,9 @@ class RetryPolicy:
         retry_statuses: HTTP statuses that are retried.
         retry_connection_errors: Whether to retry when no response came back.
         retry_timeouts: Whether to retry when an attempt timed out.
-        retry_ambiguous: Whether to retry failures after which the entry may have been
-            applied (see above); False gives at-most-once delivery.
+        retry_ambiguous: Whether to retry failures after which the request may have been
+            applied (see above): None lets the endpoint decide, False gives at-most-once
+            delivery everywhere, True retries them everywhere.
         respect_retry_after: Whether a `Retry-After` header sets the wait.
         max_retry_after: Longest `Retry-After`, in seconds, that is obeyed as given; a longer
             one is cut to this.
@@ -149,7 +160,7 @@ class RetryPolicy:
     )
     retry_connection_errors: bool = attrs.field(default=True, validator=_flag)
     retry_timeouts: bool = attrs.field(default=True, validator=_flag)
-    retry_ambiguous: bool = attrs.field(default=True, validator=_flag)
+    retry_ambiguous: bool | None = attrs.field(default=None, validator=_optional_flag)
     respect_retry_after: bool = attrs.field(default=True, validator=_flag)
     max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
     deadline: float | None = attrs.field(default=None, validator=_optional_positive)

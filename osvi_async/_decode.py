@@ -43,6 +43,7 @@ _UPSTREAM_CLIENT_ERROR: Final = re.compile(r"\breturned 4\d\d\b")
 _STATUS_CLASSES: Final[dict[int, type[APIStatusError]]] = {
     400: BadRequestError,
     401: AuthenticationError,
+    422: BadRequestError,
     404: NotFoundError,
     413: RequestTooLargeError,
     429: RateLimitError,
@@ -150,6 +151,49 @@ def _secret_pattern(secret: str) -> re.Pattern[str]:
 _HTML_NAMED: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 
 
+def decode_data(status: int, body: bytes, scrubber: Scrubber, operation: str) -> Any:
+    """The `data` of a success envelope `{"success": true, "data": ...}`, or raise
+    `ResponseDecodeError` naming what is wrong; `data` itself is returned as decoded."""
+    payload = _load_json(status, body, scrubber, operation)
+    if not isinstance(payload, dict):
+        raise shape_error(status, body, "expected a JSON object at $", scrubber, operation)
+    if payload.get("success") is not True:
+        raise shape_error(status, body, "expected $.success to be true", scrubber, operation)
+    if "data" not in payload:
+        raise shape_error(status, body, "missing required key $.data", scrubber, operation)
+    return payload["data"]
+
+
+def check_answered_session(
+    status: int,
+    body: bytes,
+    answered_id: object,
+    *,
+    session_id: str,
+    scrubber: Scrubber,
+    operation: str,
+) -> str:
+    """The session id a success names, which must be the requested one (case-insensitively).
+
+    A success for another session answers some other request, and ours may have been applied:
+    a `ResponseDecodeError`, which callers mark as maybe applied.
+    """
+    if not isinstance(answered_id, str):
+        raise shape_error(
+            status, body, "expected a string at $.data.session_id", scrubber, operation
+        )
+    if answered_id != session_id and answered_id.lower() != session_id.lower():
+        shown = scrubber.redact(answered_id)[:60]  # redact before cutting: never half a token
+        raise shape_error(
+            status,
+            body,
+            f"$.data.session_id is {shown!r}, not the session {session_id} this request was for",
+            scrubber,
+            operation,
+        )
+    return answered_id
+
+
 def decode_inject_context(
     status: int,
     body: bytes,
@@ -165,27 +209,19 @@ def decode_inject_context(
     The token is redacted from the returned bucket, when a cheap scan of the body says it may
     be there at all (so a normal success pays a few substring searches, not a regex).
     """
-    payload = _load_json(status, body, scrubber)
-    if not isinstance(payload, dict):
-        raise _shape_error(status, body, "expected a JSON object at $", scrubber)
-    if payload.get("success") is not True:
-        raise _shape_error(status, body, "expected $.success to be true", scrubber)
-    data = payload.get("data")
+    operation = "inject_context"
+    data = decode_data(status, body, scrubber, operation)
     if not isinstance(data, dict):
-        raise _shape_error(status, body, "expected an object at $.data", scrubber)
+        raise shape_error(status, body, "expected an object at $.data", scrubber, operation)
     context = data.get("context")
     if not isinstance(context, list) or not all(isinstance(entry, str) for entry in context):
-        raise _shape_error(status, body, "expected a list of strings at $.data.context", scrubber)
+        raise shape_error(
+            status, body, "expected a list of strings at $.data.context", scrubber, operation
+        )
     answered_id = data.get("session_id", session_id)
-    if not isinstance(answered_id, str):
-        raise _shape_error(status, body, "expected a string at $.data.session_id", scrubber)
-    if answered_id != session_id and answered_id.lower() != session_id.lower():
-        shown = scrubber.redact(answered_id)[:60]  # redact before cutting: never half a token
-        raise _shape_error(
-            status,
-            body,
-            f"$.data.session_id is {shown!r}, not the session {session_id} this request was for",
-            scrubber,
+    if answered_id != session_id:
+        answered_id = check_answered_session(
+            status, body, answered_id, session_id=session_id, scrubber=scrubber, operation=operation
         )
     if scrubber.may_hold_secret(body):
         # A server echoing the request headers into the bucket must not put the token into
@@ -199,19 +235,26 @@ def status_error(
     status: int,
     body: bytes,
     *,
-    session_id: str,
+    session_id: str | None,
     retry_after: str | None,
     attempts: int,
     scrubber: Scrubber = NO_SECRET,
+    operation: str = "inject_context",
+    target: str | None = None,
+    not_found_hint: str | None = None,
 ) -> APIStatusError:
     """Build the typed error for a non-2xx answer; never raises.
 
     Its `code`, `body` and `upstream_body` are redacted by `scrubber`, and its message also
-    has control characters escaped.
+    has control characters escaped. The message starts with `operation` and `target` (what
+    the call was for: "session <id>" by default); `not_found_hint` replaces the generic hint
+    of a 404, for endpoints where a 404 means something else than "no such session".
     """
     payload = _try_json(body)
     fields = payload if isinstance(payload, dict) else {}
     raw_code = _error_code(fields)
+    errors = _error_list(fields, scrubber)
+    what = f"{operation} for {target or f'session {session_id}'}"
     code = None if raw_code is None else scrubber.redact(raw_code)
     excerpt = excerpt_of(body, scrubber.redact)
     delay = parse_retry_after(retry_after)
@@ -219,7 +262,7 @@ def status_error(
         upstream = fields.get("upstream_body")
         upstream_body = scrubber.value(upstream) if isinstance(upstream, dict) else None
         engine_class = EngineRejectedError if _is_refusal(raw_code, upstream) else EngineError
-        message = _message(engine_class, status, code, session_id)
+        message = _message(engine_class, status, code, what)
         if upstream_body is not None and "reason" in upstream_body:
             reason = scrubber.text(str(upstream_body["reason"]))[:BODY_EXCERPT_CHARS]
             message += f" (engine reason: {reason})"
@@ -232,18 +275,21 @@ def status_error(
             session_id=session_id,
             retry_after=delay,
             attempts=attempts,
+            errors=errors,
         )
     error_class = _STATUS_CLASSES.get(status)
     if error_class is None:
         error_class = ServerError if 500 <= status <= 599 else APIStatusError
+    hint = not_found_hint if error_class is NotFoundError else None
     return error_class(
-        _message(error_class, status, code, session_id),
+        _message(error_class, status, code, what, hint),
         status=status,
         code=code,
         body=excerpt,
         session_id=session_id,
         retry_after=delay,
         attempts=attempts,
+        errors=errors,
     )
 
 
@@ -280,10 +326,17 @@ def excerpt_of(body: bytes, redact: Callable[[str], str] | None = None) -> str:
     return text
 
 
-def _message(error_class: type[APIStatusError], status: int, code: str | None, sid: str) -> str:
+def _message(
+    error_class: type[APIStatusError],
+    status: int,
+    code: str | None,
+    what: str,
+    hint: str | None = None,
+) -> str:
     shown_code = "no error code" if code is None else escape_controls(code[:BODY_EXCERPT_CHARS])
-    hint = _HINTS.get(error_class, _HINTS[APIStatusError])
-    return f"inject_context for session {sid} failed: HTTP {status} ({shown_code}): {hint}"
+    if hint is None:
+        hint = _HINTS.get(error_class, _HINTS[APIStatusError])
+    return f"{escape_controls(what)} failed: HTTP {status} ({shown_code}): {hint}"
 
 
 def _error_code(fields: dict[str, Any]) -> str | None:
@@ -296,19 +349,26 @@ def _error_code(fields: dict[str, Any]) -> str | None:
     return None
 
 
+def _error_list(fields: dict[str, Any], scrubber: Scrubber) -> tuple[str, ...]:
+    errors = fields.get("errors")
+    if isinstance(errors, list):
+        return tuple(scrubber.redact(item) for item in errors if isinstance(item, str))
+    return ()
+
+
 def _is_refusal(code: str | None, upstream_body: Any) -> bool:
     if isinstance(upstream_body, dict) and upstream_body.get("state") == "rejected":
         return True
     return code is not None and _UPSTREAM_CLIENT_ERROR.search(code) is not None
 
 
-def _load_json(status: int, body: bytes, scrubber: Scrubber) -> Any:
+def _load_json(status: int, body: bytes, scrubber: Scrubber, operation: str) -> Any:
     try:
         return _json.loads(body)
     except (ValueError, RecursionError):
         # No chain: the JSON parser's message quotes the body, which may hold the token.
         pass
-    raise _shape_error(status, body, "the body is not JSON", scrubber)
+    raise shape_error(status, body, "the body is not JSON", scrubber, operation)
 
 
 def _try_json(body: bytes) -> Any:
@@ -318,11 +378,14 @@ def _try_json(body: bytes) -> Any:
         return None
 
 
-def _shape_error(status: int, body: bytes, problem: str, scrubber: Scrubber) -> ResponseDecodeError:
+def shape_error(
+    status: int, body: bytes, problem: str, scrubber: Scrubber, operation: str
+) -> ResponseDecodeError:
+    """The error for a success whose body is not the documented shape; `problem` says how."""
     excerpt = excerpt_of(body, scrubber.redact)
     # repr() escapes control characters; the excerpt is already redacted.
     return ResponseDecodeError(
-        f"Unexpected inject_context response: {problem}; got {excerpt[:200]!r}",
+        f"Unexpected {operation} response: {problem}; got {excerpt[:200]!r}",
         status=status,
         body=excerpt,
     )

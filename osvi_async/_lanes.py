@@ -23,10 +23,12 @@ from osvi_async.errors import (
     OsviError,
     RunStoppedError,
 )
-from osvi_async.models import InjectOutcome, InjectRequest
+from osvi_async.models import CustomerInjectRequest, InjectOutcome, InjectRequest
 
-InjectItem = InjectRequest | tuple[str, str]
+InjectItem = InjectRequest | CustomerInjectRequest | tuple[str, str]
 """What `inject_many` accepts per item."""
+
+AnyRequest = InjectRequest | CustomerInjectRequest
 
 OnSend = Callable[[int], None]
 """`inject_many(on_send=...)`: told an item's index right before its first attempt goes out."""
@@ -51,15 +53,17 @@ def refused_for_good(error: OsviError) -> bool:
     return False
 
 
-def as_request(raw: object) -> InjectRequest:
-    """Read one input item as an InjectRequest, or raise ClientValidationError."""
-    if isinstance(raw, InjectRequest):
-        check_bool("InjectRequest.may_have_been_applied", raw.may_have_been_applied)
+def as_request(raw: object) -> AnyRequest:
+    """Read one input item as a request, or raise ClientValidationError."""
+    if isinstance(raw, InjectRequest | CustomerInjectRequest):
+        name = type(raw).__name__
+        check_bool(f"{name}.may_have_been_applied", raw.may_have_been_applied)
         return raw
     if isinstance(raw, tuple) and len(raw) == 2:
         return InjectRequest(session_id=raw[0], context=raw[1])
     raise ClientValidationError(
-        f"each item must be an InjectRequest or a (session_id, context) tuple, "
+        f"each item must be an InjectRequest, a CustomerInjectRequest or a "
+        f"(session_id, context) tuple, "
         f"got {type(raw).__name__}"
     )
 
@@ -79,12 +83,12 @@ class Item:
         "url",
     )
 
-    def __init__(self, index: int, request: InjectRequest, url: str, body: bytes) -> None:
+    def __init__(self, index: int, request: AnyRequest, url: str, body: bytes, lane: str) -> None:
         self.index = index
         self.request = request
-        self.session_id = request.session_id
-        # UUIDs are case-insensitive: two spellings of one session share one lane.
-        self.lane = request.session_id.lower()
+        # Empty for an item addressed by customer until its session is looked up.
+        self.session_id = request.session_id if isinstance(request, InjectRequest) else ""
+        self.lane = lane
         self.url = url
         self.body = body
         self.attempts_started = 0
@@ -245,7 +249,7 @@ def stopped_outcome(item: Item, *, maybe_applied: bool = False) -> InjectOutcome
     return InjectOutcome(item.index, item.request, ok=False, error=error)
 
 
-def held_outcome(index: int, request: InjectRequest, waiting_for: int) -> InjectOutcome:
+def held_outcome(index: int, request: AnyRequest, waiting_for: int) -> InjectOutcome:
     """The outcome of an item not sent because item `waiting_for` of its session failed."""
     error = ItemHeldError(
         f"Not sent: item {waiting_for} of the same session failed first, and sending this "

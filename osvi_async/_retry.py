@@ -1,26 +1,22 @@
-"""Retry decisions and the backoff loop; the only module that imports tenacity.
+"""Retry decisions: what a failure means, whether to try again, and how long to wait.
 
-The decision "retry or not" (`is_retryable`) and the wait (`backoff_delay`) are plain functions
-of the policy and the error, tested on their own. `retry_after_failure` feeds them to tenacity.
-
-The first attempt of a call never comes here: the client makes it directly and calls
-`retry_after_failure` only once a retryable error happened, so the success path pays nothing
-for the retry machinery.
+Plain functions of the policy, the endpoint's `Safety` class and the error, tested on their
+own; `Backoff` holds tenacity's wait and stop primitives for one failed call. The attempt
+loop that uses them is `_call.call`; this is the only module that imports tenacity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 import re
-import time
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Final
 
 import tenacity
 
-from osvi_async._config import RetryEvent, RetryPolicy
+from osvi_async._config import RetryPolicy
 from osvi_async._decode import escape_controls
 from osvi_async.errors import (
     APIConnectionError,
@@ -32,8 +28,6 @@ from osvi_async.errors import (
     ResponseDecodeError,
     TLSHandshakeError,
 )
-
-T = TypeVar("T")
 
 logger: Final = logging.getLogger("osvi_async")
 
@@ -89,18 +83,57 @@ def may_still_apply(error: OsviError) -> bool:
     return isinstance(error, ResponseDecodeError)
 
 
-def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
-    """Whether `error` may go away on another attempt, under `policy`.
+class Safety(enum.Enum):
+    """What repeating an endpoint's request can do, which decides what is retried.
+
+    No OSVI endpoint takes an idempotency key, so the class is a property of the endpoint
+    (and, for support, of the command), declared next to it in `_endpoints`.
+    """
+
+    READ = "read"
+    """Changes nothing (an active-session lookup): every transient failure is retried."""
+    IDEMPOTENT = "idempotent"
+    """Sets a state a repeat sets again (takeover, end, close): retried like a read."""
+    AT_LEAST_ONCE = "at least once"
+    """Appends (inject_context, whisper): retried after a maybe-applied failure, because a
+    lost entry is worse than a repeated one; such a result is flagged `possible_duplicate`."""
+    AT_MOST_ONCE = "at most once"
+    """Creates or says something (create a session, send a message, tell): a maybe-applied
+    failure is raised, not retried, because a repeat could close the session just opened,
+    or show the customer a message twice."""
+
+    @property
+    def changes_state(self) -> bool:
+        """Whether a request of this class can apply anything at all."""
+        return self is not Safety.READ
+
+    def retries_ambiguous(self, policy: RetryPolicy) -> bool:
+        """Whether a failure that may have applied the request is retried, under `policy`:
+        `policy.retry_ambiguous` when set, else this class's default."""
+        if policy.retry_ambiguous is not None:
+            return policy.retry_ambiguous
+        return self is not Safety.AT_MOST_ONCE
+
+
+def is_retryable(
+    policy: RetryPolicy, error: BaseException, safety: Safety = Safety.AT_LEAST_ONCE
+) -> bool:
+    """Whether `error` may go away on another attempt of a `safety` request, under `policy`.
 
     Cancellation and anything that is not an `OsviError` are never retried, nor an engine
-    refusal or a failed TLS handshake (the same request would fail the same way), nor, with
-    `retry_ambiguous=False`, a failure after which the entry may have been applied.
+    refusal or a failed TLS handshake (the same request would fail the same way), nor a
+    failure after which the request may have been applied, unless the safety class (or
+    `policy.retry_ambiguous`) allows it.
     """
     if not isinstance(error, OsviError) or isinstance(
         error, EngineRejectedError | TLSHandshakeError
     ):
         return False
-    if not policy.retry_ambiguous and may_have_been_applied(error):
+    if (
+        safety.changes_state
+        and not safety.retries_ambiguous(policy)
+        and may_have_been_applied(error)
+    ):
         return False
     if isinstance(error, APIStatusError):
         return error.status in policy.retry_statuses
@@ -123,11 +156,20 @@ def indicates_outage(error: OsviError) -> bool:
     return isinstance(error, APIConnectionError)
 
 
-def backoff_delay(policy: RetryPolicy, failed_attempt: int, error: OsviError, rand: float) -> float:
+def backoff_delay(
+    policy: RetryPolicy,
+    failed_attempt: int,
+    error: OsviError,
+    rand: float,
+    *,
+    ceiling: float | None = None,
+) -> float:
     """Seconds to wait after attempt number `failed_attempt` failed with `error`.
 
-    `rand` is a number in [0, 1) that scales the full-jitter wait. A server's `Retry-After`, if
-    the policy honours it, replaces the computed wait and is cut to `max_retry_after`.
+    `rand` is a number in [0, 1) that scales the full-jitter wait, whose `ceiling` is
+    `min(max_delay, initial_delay * 2**(failed_attempt-1))` unless given (by `Backoff`). A
+    server's `Retry-After`, if the policy honours it, replaces the computed wait and is cut
+    to `max_retry_after`.
     """
     if (
         policy.respect_retry_after
@@ -135,94 +177,49 @@ def backoff_delay(policy: RetryPolicy, failed_attempt: int, error: OsviError, ra
         and error.retry_after is not None
     ):
         return min(error.retry_after, policy.max_retry_after)
-    ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** (failed_attempt - 1))
+    if ceiling is None:
+        ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** (failed_attempt - 1))
     return rand * ceiling
 
 
-async def retry_after_failure(
-    policy: RetryPolicy,
-    attempt: Callable[[int], Awaitable[T]],
-    first_error: OsviError,
-    *,
-    started: float,
-    operation: str,
-    allow_retry: Callable[[], bool] | None = None,
-    on_failure: Callable[[OsviError], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> T:
-    """Keep calling `attempt(n)` for n = 2, 3, ... after the first attempt failed.
+class Backoff:
+    """When to try again after a failed attempt, and whether to stop: tenacity's primitives.
 
-    Returns the first success. When the policy gives up, the last real error is raised (with
-    its `attempts` set), never a tenacity type. `started` is the `clock()` reading at the
-    start of the call, for the deadline. `allow_retry`, when given, is asked before each
-    retry (after the policy said yes) and can refuse it: a bulk run's shared retry budget.
-    `on_failure` is told of every failure that is followed by another attempt.
-
-    A task being cancelled never starts another attempt: whatever the last attempt raised
-    (a cancel can surface as a timeout) and whatever `policy.sleep` does, the loop raises
-    `asyncio.CancelledError` before sending again.
+    Built only once a call has failed, so a call that succeeds at once pays nothing for it.
+    The wait is tenacity's exponential ceiling, `min(max_delay, initial_delay * 2**(n-1))`,
+    scaled by a random number in [0, 1) (full jitter); a `Retry-After` the policy honours
+    replaces it (see `backoff_delay`). The stop is tenacity's `stop_after_attempt` (the retry
+    count) or `stop_before_delay` (the policy's deadline, counting the coming sleep).
     """
-    rand = policy.random or random.random
-    number = 1
 
-    async def next_attempt() -> T:
-        nonlocal number
-        if number == 1:
-            # Replays the first attempt's failure so that tenacity computes the first wait.
-            number = 2
-            raise first_error
-        raise_if_cancelling()
-        current, number = number, number + 1
-        return await attempt(current)
+    __slots__ = ("_policy", "_rand", "_state", "_stop", "_wait")
 
-    async def sleep(seconds: float) -> None:
-        raise_if_cancelling()
-        await policy.sleep(seconds)
-        raise_if_cancelling()  # a custom sleep may have swallowed the cancel
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        error = _failure(state)
-        return backoff_delay(policy, state.attempt_number, error, rand())
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number > policy.max_retries:
-            return True
-        if (
-            policy.deadline is not None
-            and clock() - started + state.upcoming_sleep >= policy.deadline
-        ):
-            return True
-        return allow_retry is not None and not allow_retry()
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        error = _failure(state)
-        delay = state.upcoming_sleep
-        logger.info(
-            "%s: attempt %d failed (%s); retrying in %.3f s",
-            operation,
-            state.attempt_number,
-            _cause(error),
-            delay,
+    def __init__(self, policy: RetryPolicy, started: float) -> None:
+        self._policy = policy
+        self._rand = policy.random or random.random
+        self._wait = tenacity.wait_exponential(
+            multiplier=policy.initial_delay, max=policy.max_delay
         )
-        if on_failure is not None:
-            on_failure(error)
-        if policy.on_retry is not None:
-            try:
-                policy.on_retry(RetryEvent(attempt=state.attempt_number, delay=delay, error=error))
-            except Exception:
-                # A metrics hook that fails must not turn a typed failure (which says whether
-                # the entry may have been applied) into a bare exception: log it, go on.
-                logger.warning("%s: the on_retry hook raised; ignored", operation, exc_info=True)
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.max_retries + 1)
+        if policy.deadline is not None:
+            stop = stop | tenacity.stop_before_delay(policy.deadline)
+        self._stop = stop
+        # Only the fields the primitives read are kept up to date: attempt_number, the start
+        # and the outcome time (seconds_since_start), and upcoming_sleep.
+        self._state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        self._state.start_time = started
 
-    retrying = tenacity.AsyncRetrying(
-        stop=stop,
-        wait=wait,
-        retry=tenacity.retry_if_exception(lambda exc: is_retryable(policy, exc)),
-        before_sleep=before_sleep,
-        sleep=sleep,
-        reraise=True,
-    )
-    return await retrying(next_attempt)
+    def delay(self, failed_attempt: int, error: OsviError, now: float) -> float | None:
+        """Seconds to sleep before the next attempt, or None when the policy says stop."""
+        state = self._state
+        state.attempt_number = failed_attempt
+        state.outcome_timestamp = now
+        state.upcoming_sleep = backoff_delay(
+            self._policy, failed_attempt, error, self._rand(), ceiling=self._wait(state)
+        )
+        if self._stop(state):
+            return None
+        return state.upcoming_sleep
 
 
 def remaining_budget(policy: RetryPolicy, timeout: float, started: float, now: float) -> float:
@@ -233,14 +230,6 @@ def remaining_budget(policy: RetryPolicy, timeout: float, started: float, now: f
     if policy.deadline is None:
         return timeout
     return min(timeout, policy.deadline - (now - started))
-
-
-def _failure(state: tenacity.RetryCallState) -> OsviError:
-    outcome = state.outcome
-    error = outcome.exception() if outcome is not None else None
-    if not isinstance(error, OsviError):  # pragma: no cover - `retry` admits only OsviError
-        raise RuntimeError("retry loop saw a non-osvi failure") from error
-    return error
 
 
 def raise_if_cancelling() -> None:
@@ -254,7 +243,7 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-def _cause(error: OsviError) -> str:
+def failure_summary(error: OsviError) -> str:
     """The failure, for the retry log line: server text comes in redacted (see `_decode`), and
     control characters are escaped here so that no server text can forge a log line."""
     if isinstance(error, APIStatusError):

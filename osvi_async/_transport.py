@@ -13,6 +13,7 @@ from typing import Final, NamedTuple
 import aiohttp
 from yarl import URL
 
+from osvi_async import __version__
 from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
 from osvi_async.errors import (
@@ -25,7 +26,7 @@ from osvi_async.errors import (
     TLSHandshakeError,
 )
 
-USER_AGENT: Final = "osvi-async"
+USER_AGENT: Final = f"osvi-async/{__version__}"
 _URL_CACHE_SIZE: Final = 65_536
 _NO_TIMER_ROUNDING: Final = 1e9
 
@@ -106,8 +107,11 @@ class Transport:
         """True while this transport holds a session it created and has not closed it."""
         return not self._closed and not self._borrowed and self._session is not None
 
-    async def post(self, url: str, body: bytes, *, timeout: float) -> RawResponse:
-        """POST `body` to `url` and read the answer; aiohttp errors come out as ours.
+    async def send(
+        self, method: str, url: str, body: bytes | None, *, timeout: float
+    ) -> RawResponse:
+        """Send one request (`body`, if any, is JSON) and read the answer; aiohttp errors
+        come out as ours.
 
         A task being cancelled always ends in `asyncio.CancelledError`, never in a timeout
         error that a retry loop would act on. A call that was waiting for a pooled connection
@@ -123,7 +127,8 @@ class Transport:
             # a TimeoutError and lost. asyncio.timeout tells the two apart by Task.cancelling().
             async with (
                 asyncio.timeout(timeout),
-                session.post(
+                session.request(
+                    method,
                     self._url(url),
                     data=body,
                     headers=self._request_headers,

@@ -58,6 +58,37 @@ def check_context(context: object) -> str:
     return context
 
 
+def check_text(name: str, value: object) -> str:
+    """Return `value` as a plain str if it has some non-whitespace text and is valid Unicode
+    (an identifier such as `customer_id`, or a message); it goes into a body or a query."""
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise ClientValidationError(f"{name} must be a str, got {type(value).__name__}")
+        value = str.__str__(value)
+    if not value.strip():
+        raise ClientValidationError(f"{name} must not be empty or only whitespace")
+    _check_unicode(name, value)
+    return value
+
+
+def _check_unicode(name: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        index = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
+        raise ClientValidationError(
+            f"{name} is not valid Unicode text (unpaired surrogate at index {index})"
+        ) from exc
+
+
+def encode_body(body: dict[str, object], what: str) -> bytes:
+    """Encode a request body as JSON; something JSON cannot carry is a usage error."""
+    try:
+        return _json.dumps(body)
+    except (TypeError, ValueError) as exc:
+        raise ClientValidationError(f"{what} cannot be sent as JSON: {exc}") from None
+
+
 def encode_inject_body(context: str, max_context_bytes: int) -> bytes:
     """Encode the request body, refusing a context over `max_context_bytes` UTF-8 bytes.
 

@@ -9,7 +9,7 @@ Catch `OsviError` to handle anything the SDK can raise; catch a leaf to act on o
     │   ├── APITimeoutError                       ... because a timeout ran out
     │   └── TLSHandshakeError                     ... because TLS failed: never retried
     ├── APIStatusError                            the API answered with an error status
-    │   ├── BadRequestError          400
+    │   ├── BadRequestError          400, 422
     │   ├── AuthenticationError      401
     │   ├── NotFoundError            404
     │   ├── RequestTooLargeError     413  never retried
@@ -143,8 +143,11 @@ class APIStatusError(OsviError):
             `errors` list joined with "; " (the shape OSVI's 422 answers use), or None when the
             body carried neither (an HTML page from a proxy, say).
         body: The start of the response body, decoded as text and truncated; for diagnostics.
-        session_id: The chat session the request was for.
+        session_id: The chat session the request was for, or None when it was addressed
+            otherwise (creating a session, looking one up, sending a message by customer).
         retry_after: The server's `Retry-After`, in seconds, when it sent one.
+        errors: The `errors` list of a validation answer (OSVI's 422 shape), one message per
+            problem; empty when the body had none.
     """
 
     status: int
@@ -152,6 +155,7 @@ class APIStatusError(OsviError):
     body: str
     session_id: str | None
     retry_after: float | None
+    errors: tuple[str, ...]
 
     def __init__(
         self,
@@ -163,6 +167,7 @@ class APIStatusError(OsviError):
         session_id: str | None = None,
         retry_after: float | None = None,
         attempts: int = 0,
+        errors: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message, attempts=attempts)
         self.status = status
@@ -170,10 +175,12 @@ class APIStatusError(OsviError):
         self.body = body
         self.session_id = session_id
         self.retry_after = retry_after
+        self.errors = errors
 
 
 class BadRequestError(APIStatusError):
-    """400: the API refused the body (`context_required`, `context must be a string`)."""
+    """400 or 422: the API refused the body (`context_required`; a 422 lists every problem in
+    `errors`, such as `agent_uuid is required`)."""
 
 
 class AuthenticationError(APIStatusError):
@@ -181,7 +188,8 @@ class AuthenticationError(APIStatusError):
 
 
 class NotFoundError(APIStatusError):
-    """404: no such session (`session_not_found`): the id is wrong or the session was closed."""
+    """404: no such session (`session_not_found`): the id is wrong or the session was closed;
+    from `get_active_session`, the customer has no active session with that agent."""
 
 
 class RequestTooLargeError(APIStatusError):
@@ -219,6 +227,7 @@ class EngineError(APIStatusError):
         session_id: str | None = None,
         retry_after: float | None = None,
         attempts: int = 0,
+        errors: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             message,
@@ -228,6 +237,7 @@ class EngineError(APIStatusError):
             session_id=session_id,
             retry_after=retry_after,
             attempts=attempts,
+            errors=errors,
         )
         self.upstream_body = upstream_body
 

@@ -6,11 +6,124 @@ tuples so that a result can be shared, hashed and kept without defensive copies.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
 import attrs
 
 from osvi_async.errors import OsviError
 
-__all__ = ["BulkSummary", "InjectContextResult", "InjectOutcome", "InjectRequest"]
+__all__ = [
+    "BulkSummary",
+    "ChatSession",
+    "CustomerInjectRequest",
+    "InjectContextResult",
+    "InjectOutcome",
+    "InjectRequest",
+    "MessageReply",
+    "SessionMetadata",
+    "SupportResult",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class SessionMetadata:
+    """The free-form parts of a session (`ChatSession.metadata`).
+
+    Attributes:
+        input_fields: Facts about the customer given when the session was created
+            (read-only mapping).
+        state_fields: Values the agent collected during the conversation (read-only mapping).
+        context: The session's context bucket, oldest first (at most 5 entries, FIFO).
+    """
+
+    input_fields: Mapping[str, Any] = attrs.field(default=_EMPTY, hash=False)
+    state_fields: Mapping[str, Any] = attrs.field(default=_EMPTY, hash=False)
+    context: tuple[str, ...] = ()
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class ChatSession:
+    """A chat session between one customer and one agent, as the API describes it.
+
+    Returned by `create_session`, `get_active_session` and `get_active_sessions`. Only `id` is
+    required of the API's answer; a field it leaves out is None (or False, or empty).
+
+    Attributes:
+        id: The session id: the path key for `support` and `inject_context`. Kept as the API
+            sent it (a UUID from the real API).
+        customer_id: The caller's identifier for the customer.
+        chat_agent_id: The agent's internal id (a number from the real API).
+        account_id: The owning account's internal id.
+        mode: "ai" (the agent answers by itself) or "support" (a human operator took over).
+        help_requested: True once the customer asked for a human or the agent escalated.
+        status: "active", "dormant" (idle for a while) or "closed".
+        current_state: The conversation state of a multi-prompt agent, or None.
+        metadata: Input fields, state fields and the context bucket.
+        active_human: The operator holding the session, or None.
+        created_at: When the session was opened (timezone-aware; UTC when the API gave no
+            offset).
+        updated_at: When it last changed (timezone-aware).
+    """
+
+    id: str
+    customer_id: str | None = None
+    chat_agent_id: int | str | None = None
+    account_id: int | str | None = None
+    mode: str | None = None
+    help_requested: bool = False
+    status: str | None = None
+    current_state: str | None = None
+    metadata: SessionMetadata = SessionMetadata()
+    active_human: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class MessageReply:
+    """What `send_message` returns: the agent's answer to the customer's message.
+
+    Attributes:
+        session_id: The session the message went to (created or resumed if needed).
+        reply: The agent's reply; empty when the agent did not answer (in support mode a
+            human answers instead).
+        state: The conversation state after the turn.
+        mode: "ai" or "support".
+        help_requested: True when the customer asked for a human (or the agent escalated).
+    """
+
+    session_id: str
+    reply: str
+    state: str | None = None
+    mode: str | None = None
+    help_requested: bool = False
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class SupportResult:
+    """What `support` returns once the API accepted an operator command or message.
+
+    Attributes:
+        session_id: The session the command was for.
+        state: The API's outcome marker ("ok").
+        command: The command applied, or None for a plain operator message.
+        reply: The agent's reply, for `tell`.
+        active_human: The operator now holding the session, for `takeover`.
+        possible_duplicate: True when a `whisper` was retried after an attempt that may
+            have applied it: the guidance may be there twice.
+    """
+
+    session_id: str
+    state: str
+    command: str | None
+    reply: str | None = None
+    active_human: str | None = None
+    possible_duplicate: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -60,13 +173,35 @@ class InjectRequest:
 
 
 @attrs.frozen(slots=True)
+class CustomerInjectRequest:
+    """One entry for `OsviClient.inject_many`, addressed by customer and agent.
+
+    The run resolves the customer's active session with that agent (through the client's
+    session cache) right before sending, and keeps the input order of the entries of each
+    (customer_id, agent_uuid) pair, as it does for a session.
+
+    Attributes:
+        customer_id: The caller's identifier for the customer.
+        agent_uuid: The agent whose active session with the customer gets the entry.
+        context: The text to append.
+        may_have_been_applied: As for `InjectRequest`: set on a resend.
+    """
+
+    customer_id: str
+    agent_uuid: str
+    context: str
+    may_have_been_applied: bool = False
+
+
+@attrs.frozen(slots=True)
 class InjectOutcome:
     """How one item of a bulk run ended. Every item given to `inject_many` gets exactly one.
 
     Attributes:
         index: The item's position in the input, from 0.
-        request: The item as an `InjectRequest`, or None if the input held something that is
-            not a request or a `(session_id, context)` pair (`error` says what).
+        request: The item as an `InjectRequest` (or the `CustomerInjectRequest` it was), or
+            None if the input held something that is not a request or a
+            `(session_id, context)` pair (`error` says what).
         ok: True when the entry was accepted.
         result: The API's answer when `ok`, else None.
         error: Why the item failed when not `ok`, else None: the call's error, a
@@ -76,7 +211,7 @@ class InjectOutcome:
     """
 
     index: int
-    request: InjectRequest | None
+    request: InjectRequest | CustomerInjectRequest | None
     ok: bool
     result: InjectContextResult | None = None
     error: OsviError | None = None

@@ -107,4 +107,6 @@ def test_no_option_turns_verification_off() -> None:
         "max_connections",
         "max_context_bytes",
         "session",
+        "session_cache_ttl",
+        "session_cache_size",
     }

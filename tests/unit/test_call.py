@@ -10,9 +10,8 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from osvi_async import APITimeoutError, InjectContextResult, OsviClient, RetryPolicy
-from osvi_async._retry import retry_after_failure
-from osvi_async._send import _flag_possible_duplicate
+from osvi_async import InjectContextResult, OsviClient, RetryPolicy
+from osvi_async._endpoints import flag_possible_duplicate
 from tests.support import BASE_URL, INJECT_URL, SESSION_ID, TOKEN
 
 ENTRY = "summary"
@@ -21,7 +20,7 @@ ENTRY = "summary"
 def flagged(*bucket: str, settled: bool = True) -> bool:
     """Whether the rule flags a result with this bucket for ENTRY."""
     result = InjectContextResult(session_id=SESSION_ID, context=bucket, attempts=2)
-    return _flag_possible_duplicate(result, ENTRY, settled=settled).possible_duplicate
+    return flag_possible_duplicate(result, ENTRY, settled=settled).possible_duplicate
 
 
 @pytest.mark.parametrize(
@@ -109,13 +108,12 @@ async def test_flag_after_a_maybe_applied_5xx_depends_on_whether_it_settled(
     assert len(mocked.requests[("POST", URL(INJECT_URL))]) == 2
 
 
-async def test_retry_loop_never_starts_an_attempt_for_a_cancelling_task() -> None:
-    """A task already being cancelled gets CancelledError, not another attempt."""
-    attempts: list[int] = []
-
-    async def attempt(number: int) -> str:
-        attempts.append(number)
-        return "sent"
+async def test_retry_loop_never_starts_an_attempt_for_a_cancelling_task(
+    mocked: aioresponses,
+) -> None:
+    """A cancel swallowed by the backoff sleep still ends the call: no second attempt."""
+    mocked.post(INJECT_URL, exception=TimeoutError())
+    mocked.post(INJECT_URL, payload={"success": True, "data": {"context": ["x"]}})
 
     async def swallowing_sleep(seconds: float) -> None:
         task = asyncio.current_task()
@@ -123,10 +121,8 @@ async def test_retry_loop_never_starts_an_attempt_for_a_cancelling_task() -> Non
         task.cancel()  # the cancel arrives; this sleep then returns without awaiting
 
     policy = RetryPolicy(sleep=swallowing_sleep, random=lambda: 0.5)
-    first = APITimeoutError("timed out", request_sent=True, attempts=1)
-    task = asyncio.create_task(
-        retry_after_failure(policy, attempt, first, started=0.0, operation="test")
-    )
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert attempts == []
+    async with OsviClient(TOKEN, base_url=BASE_URL, retry=policy) as client:
+        task = asyncio.create_task(client.inject_context(SESSION_ID, "x"))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(mocked.requests[("POST", URL(INJECT_URL))]) == 1

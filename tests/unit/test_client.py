@@ -73,7 +73,7 @@ async def test_unicode_context_is_sent_as_utf8(client: OsviClient, mocked: aiore
         (
             422,
             {"success": False, "errors": ["context is required", "id is invalid"]},
-            APIStatusError,
+            BadRequestError,
             "context is required; id is invalid",
         ),
         (409, {"success": False, "error": "conflict"}, APIStatusError, "conflict"),
@@ -314,7 +314,7 @@ async def test_connection_errors_not_retried_when_disabled(
         (b"not json", "not JSON"),
         (b"[1, 2]", "JSON object at $"),
         (b'{"success": false, "data": {"context": []}}', "$.success"),
-        (b'{"success": true}', "object at $.data"),
+        (b'{"success": true}', "missing required key $.data"),
         (b'{"success": true, "data": {"context": "a"}}', "$.data.context"),
         (b'{"success": true, "data": {"context": [1]}}', "$.data.context"),
         (b'{"success": true, "data": {"context": [], "session_id": 5}}', "$.data.session_id"),

@@ -194,7 +194,8 @@ async def test_rate_limit_reserves_evenly_spaced_slots() -> None:
 async def test_probe_cancelled_while_waiting_for_a_rate_slot_gives_the_circuit_back() -> None:
     """A call made the probe, then cancelled in the rate-limit wait, does not pin half-open."""
     from osvi_async import RetryPolicy
-    from osvi_async._send import _attempts
+    from osvi_async._call import call
+    from osvi_async._endpoints import INJECT_CONTEXT
 
     clock = Clock()
     control = flow(
@@ -203,17 +204,18 @@ async def test_probe_cancelled_while_waiting_for_a_rate_slot_gives_the_circuit_b
     control.after_attempt(FAILURE, outage=True)
     clock.now += 0.01
     control._next_slot = clock.now + 60  # the next rate slot is a minute away
-    attempt = _attempts(
-        None,  # type: ignore[arg-type]  # never reached: the call is cancelled first
-        "http://127.0.0.1:9/x",
-        b"{}",
-        "4718a326-417b-4dda-90d0-21fd65a11cb8",
-        1.0,
-        RetryPolicy(),
-        clock.now,
-        control,
+    task = asyncio.create_task(
+        call(
+            None,  # type: ignore[arg-type]  # never reached: the call is cancelled first
+            INJECT_CONTEXT,
+            "http://127.0.0.1:9/x",
+            b"{}",
+            timeout=1.0,
+            policy=RetryPolicy(),
+            session_id="4718a326-417b-4dda-90d0-21fd65a11cb8",
+            gate=control,
+        )
     )
-    task = asyncio.create_task(attempt(2))
     await asyncio.sleep(0.01)
     assert control.circuit_state == "half-open"  # it became the probe, then waits for a slot
     task.cancel()

@@ -1,0 +1,250 @@
+"""One API call, any endpoint, from first attempt to final answer: the attempt loop.
+
+Read `call` top to bottom: send, decode, and on a failure classify it (may it have been
+applied? may it still apply later?), decide (the endpoint's safety class, the policy, the
+run's retry budget), back off (`_retry.Backoff`, tenacity's primitives) and go round again.
+The endpoint (method, decoder, safety class) is data from `_endpoints`; nothing here knows
+which endpoint it runs.
+
+The success path touches none of the retry machinery: the backoff is built on the first
+failure. An optional `AttemptGate` lets a bulk run pause attempts (circuit breaker, rate
+limit) and ration retries (retry budget) across many calls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol, TypeVar
+
+from osvi_async._config import RetryEvent, RetryPolicy
+from osvi_async._decode import status_error
+from osvi_async._endpoints import Endpoint
+from osvi_async._retry import (
+    Backoff,
+    failure_summary,
+    indicates_outage,
+    is_retryable,
+    logger,
+    may_have_been_applied,
+    may_still_apply,
+    raise_if_cancelling,
+    remaining_budget,
+)
+from osvi_async._transport import Transport
+from osvi_async.errors import APITimeoutError, ClientClosedError, OsviError
+
+T = TypeVar("T")
+
+
+class AttemptGate(Protocol):
+    """Flow control shared by many calls; see `osvi_async._flow.FlowControl`."""
+
+    def ready(self, number: int) -> bool:
+        """Whether attempt `number` of a call may be sent at once (no await needed)."""
+
+    async def wait(self, number: int) -> None:
+        """Wait until attempt `number` may be sent, or raise to give up unsent; called only
+        when `ready` said no."""
+
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        """Learn how an attempt ended: `error` None for a success; `outage` when the failure
+        says the API is unwell (whatever the retry policy makes of it)."""
+
+    def attempt_abandoned(self) -> None:
+        """An attempt that was let through ended without an answer (cancelled, or unsent)."""
+
+    def allow_retry(self) -> bool:
+        """Whether the shared retry budget allows one more retry; takes it if so."""
+
+
+async def call(
+    transport: Transport,
+    endpoint: Endpoint[T],
+    url: str,
+    body: bytes | None,
+    *,
+    timeout: float,
+    policy: RetryPolicy,
+    session_id: str = "",
+    target: str | None = None,
+    entry: str = "",
+    gate: AttemptGate | None = None,
+    resent: bool = False,
+) -> T:
+    """Run one call of `endpoint` with retries, and return its decoded, accepted result.
+
+    `session_id` is the session the request is for ("" when it is addressed otherwise),
+    `target` what messages call it when not "session <id>", `entry` the text the endpoint's
+    `accept` checks the answer against. `resent` says an earlier send of the same request
+    (an earlier call or run) may have applied it: the call starts as if after an attempt that
+    may still apply.
+    """
+    started = time.monotonic()
+    number = 1
+    applied = unsettled = resent  # may an attempt have applied it / may one still apply it
+    backoff: Backoff | None = None
+    previous: OsviError | None = None
+    while True:
+        try:
+            if gate is None and policy.deadline is None:
+                result = await _attempt(
+                    transport, endpoint, url, body, timeout, number, session_id, target
+                )
+            else:
+                result = await _gated_attempt(
+                    transport, endpoint, url, body, timeout, number, session_id, target,
+                    policy=policy, started=started, gate=gate,
+                )  # fmt: skip
+        except OsviError as failure:
+            error = failure
+            if isinstance(error, ClientClosedError) and previous is not None:
+                # Closed during the backoff: the last real failure says what happened (a
+                # request cut off by close() is "sent, no answer"), not the retry that could
+                # not start.
+                error = previous
+            maybe = endpoint.safety.changes_state and may_have_been_applied(error)
+            applied = applied or maybe
+            unsettled = unsettled or (maybe and may_still_apply(error))
+            delay = None
+            if error is not previous and is_retryable(policy, error, endpoint.safety):
+                backoff = backoff or Backoff(policy, started)
+                delay = backoff.delay(number, error, time.monotonic())
+                if delay is not None and gate is not None and not gate.allow_retry():
+                    delay = None
+            if delay is None:
+                _give_up(error, endpoint, applied)
+                if error is failure:
+                    raise
+                raise error from None
+            # A cancel that the transport turned into another error must not lead to a resend.
+            raise_if_cancelling()
+            _before_sleep(policy, endpoint, error, number, delay, target or f"session {session_id}")
+            previous = error
+            await policy.sleep(delay)
+            raise_if_cancelling()  # a custom sleep may have swallowed the cancel
+            number += 1
+            continue
+        if endpoint.accept is not None:
+            return endpoint.accept(result, entry, applied, not unsettled)
+        return result
+
+
+def _give_up(error: OsviError, endpoint: Endpoint[T], applied: bool) -> None:
+    """Mark the final error: may any attempt have applied the request, and if so, how to
+    find out (the endpoint's recovery hint)."""
+    error.may_have_been_applied = applied
+    if applied and endpoint.recovery is not None and endpoint.recovery not in error.message:
+        error.args = (f"{error.message}; {endpoint.recovery}",)
+
+
+def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
+    policy: RetryPolicy,
+    endpoint: Endpoint[T],
+    error: OsviError,
+    number: int,
+    delay: float,
+    what: str,
+) -> None:
+    logger.info(
+        "%s for %s: attempt %d failed (%s); retrying in %.3f s",
+        endpoint.name,
+        what,
+        number,
+        failure_summary(error),
+        delay,
+    )
+    if policy.on_retry is not None:
+        try:
+            policy.on_retry(RetryEvent(attempt=number, delay=delay, error=error))
+        except Exception:
+            # A metrics hook that fails must not turn a typed failure (which says whether
+            # the request may have been applied) into a bare exception: log it, go on.
+            logger.warning(
+                "%s for %s: the on_retry hook raised; ignored", endpoint.name, what, exc_info=True
+            )
+
+
+async def _attempt(  # noqa: PLR0917 - private, hot path: positional on purpose
+    transport: Transport,
+    endpoint: Endpoint[T],
+    url: str,
+    body: bytes | None,
+    timeout: float,
+    number: int,
+    session_id: str,
+    target: str | None,
+) -> T:
+    """Send attempt `number` and decode its answer; any failure as a typed error."""
+    try:
+        response = await transport.send(endpoint.method, url, body, timeout=timeout)
+        if 200 <= response.status < 300:
+            return endpoint.decode(
+                response.status,
+                response.body,
+                session_id=session_id,
+                attempts=number,
+                scrubber=transport.scrubber,
+            )
+    except OsviError as exc:
+        exc.attempts = number
+        raise
+    raise status_error(
+        response.status,
+        response.body,
+        session_id=session_id or None,
+        retry_after=response.retry_after,
+        attempts=number,
+        scrubber=transport.scrubber,
+        operation=endpoint.name,
+        target=target,
+        not_found_hint=endpoint.not_found_hint,
+    )
+
+
+async def _gated_attempt(  # noqa: PLR0917 - private: _attempt's and the gate's
+    transport: Transport,
+    endpoint: Endpoint[T],
+    url: str,
+    body: bytes | None,
+    timeout: float,
+    number: int,
+    session_id: str,
+    target: str | None,
+    *,
+    policy: RetryPolicy,
+    started: float,
+    gate: AttemptGate | None,
+) -> T:
+    """`_attempt`, after the gate let it through and within what is left of the deadline."""
+    if gate is not None and not gate.ready(number):
+        try:
+            await gate.wait(number)
+        except BaseException:
+            # Cancelled (or refused) while waiting, perhaps after being made the probe:
+            # give the circuit back rather than leave it half-open for good.
+            gate.attempt_abandoned()
+            raise
+    budget = remaining_budget(policy, timeout, started, time.monotonic())
+    if budget <= 0:
+        # Waiting for the gate used up the deadline: sending now could only time out.
+        if gate is not None:
+            gate.attempt_abandoned()  # a probe that is not sent must not hold the circuit
+        raise APITimeoutError(
+            f"The retry deadline of {policy.deadline:g} s passed before attempt "
+            f"{number} could be sent",
+            request_sent=False,
+            attempts=number - 1,
+        )
+    try:
+        result = await _attempt(transport, endpoint, url, body, budget, number, session_id, target)
+    except OsviError as exc:
+        if gate is not None:
+            gate.after_attempt(exc, outage=indicates_outage(exc))
+        raise
+    except BaseException:
+        if gate is not None:
+            gate.attempt_abandoned()
+        raise
+    if gate is not None:
+        gate.after_attempt(None, outage=False)
+    return result

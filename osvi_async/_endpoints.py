@@ -1,0 +1,234 @@
+"""Every Chat v1 endpoint as data: method, answer decoder, safety class, and what to tell the
+caller when a request that may have been applied is not retried.
+
+`_call.call` runs any of them the same way; the client only builds the URL and the body. The
+safety classes (see `_retry.Safety`) are the table docs/retries.md shows:
+
+=========================================  ============  =========================================
+endpoint                                   class         why
+=========================================  ============  =========================================
+get_active_session(s)                      read          changes nothing
+create_session                             at most once  a repeat closes the session just opened
+send_message                               at most once  a repeat runs another agent turn and
+                                                         shows the customer the message twice
+support tell, plain message,               at most once  the text reaches the customer (or runs
+takeover with a message                                  an agent turn) once more
+support takeover (no message), end, close  idempotent    a repeat sets the same state
+support whisper                            at least once private note appended: a lost note is
+                                                         worse than a repeated one (flagged)
+inject_context                             at least once a lost entry is worse than a repeated
+                                                         one (flagged `possible_duplicate`)
+=========================================  ============  =========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Final, Generic, Protocol, TypeVar
+
+import attrs
+
+from osvi_async._answers import (
+    decode_active_sessions,
+    decode_chat_session,
+    decode_message_reply,
+    decode_support_result,
+)
+from osvi_async._decode import Scrubber, decode_inject_context
+from osvi_async._retry import Safety, logger
+from osvi_async.models import ChatSession, InjectContextResult, MessageReply, SupportResult
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+BUCKET_SIZE: Final = 5
+"""Entries a session keeps (FIFO); appending a sixth drops the oldest."""
+
+
+class Decoder(Protocol[T_co]):
+    """Turns a 2xx answer into the endpoint's result, or raises `ResponseDecodeError`."""
+
+    def __call__(
+        self, status: int, body: bytes, *, session_id: str, attempts: int, scrubber: Scrubber
+    ) -> T_co: ...
+
+
+Accept = Callable[[T, str, bool, bool], T]
+"""Last look at a success: (result, entry sent, may an earlier attempt have applied it,
+did every such attempt settle) -> the result to return."""
+
+
+@attrs.frozen
+class Endpoint(Generic[T]):
+    """One endpoint (or one support command): everything the call loop needs besides the
+    request itself.
+
+    Attributes:
+        name: How messages and logs name the operation ("create_session").
+        method: The HTTP method.
+        safety: What repeating the request can do; decides what is retried.
+        decode: Builds the result from a 2xx body.
+        accept: Optional last look at a success (duplicate flags, warnings).
+        recovery: Appended to the message of a failure after which the request may have
+            been applied, so that the caller knows how to find out.
+        not_found_hint: Replaces the generic hint of a 404 where it means something else.
+    """
+
+    name: str
+    method: str
+    safety: Safety
+    decode: Decoder[T]
+    accept: Accept[T] | None = None
+    recovery: str | None = None
+    not_found_hint: str | None = None
+
+
+def _accept_entry(
+    result: InjectContextResult, context: str, ambiguous: bool, settled: bool
+) -> InjectContextResult:
+    """The entry-missing warning, and the duplicate flag when an earlier attempt (or send)
+    may have applied the entry."""
+    if context not in result.context:
+        logger.warning(
+            "inject_context for session %s: the API answered 200 but the returned bucket does "
+            "not hold the entry (other writers may have pushed it out); accepted as applied",
+            result.session_id,
+        )
+    if ambiguous:
+        return flag_possible_duplicate(result, context, settled=settled)
+    return result
+
+
+def flag_possible_duplicate(
+    result: InjectContextResult, context: str, *, settled: bool
+) -> InjectContextResult:
+    """After an attempt that may have applied the entry, flag the result unless the bucket
+    rules a duplicate out.
+
+    The bucket can rule one out only if every maybe-applied attempt had *settled* (the API
+    itself answered for it, see `_retry.may_still_apply`) before it was read: an attempt that
+    timed out or lost its connection may still apply its entry after the retry's answer was
+    sent, and a resend (`may_have_been_applied=True`) follows a call or run we know nothing
+    more about. So with `settled` False the result is always flagged.
+
+    With `settled` True, only a bucket that is not full (nothing has scrolled out of it yet)
+    and holds the entry exactly once proves that it was applied once. Anything else (the entry
+    twice anywhere, however many other writers came in between; a full bucket, from which an
+    earlier copy may have dropped; a bucket without the entry) cannot rule a duplicate out.
+
+    What it cannot see: it never proves a duplicate, only fails to rule one out, so it errs
+    towards flagging (false positives are the price): a timed-out attempt that the server
+    never applied, a copy pushed out of a full bucket, or the same text sent by another
+    writer all lead to a flag.
+    """
+    if settled:
+        bucket = result.context
+        if len(bucket) < BUCKET_SIZE and bucket.count(context) == 1:
+            return result
+    logger.warning(
+        "inject_context for session %s: an earlier attempt may have been applied and the "
+        "bucket cannot rule out that the entry was appended twice%s (possible_duplicate)",
+        result.session_id,
+        "" if settled else " (that attempt may apply after the bucket was read)",
+    )
+    return attrs.evolve(result, possible_duplicate=True)
+
+
+def _accept_whisper(
+    result: SupportResult, _message: str, ambiguous: bool, _settled: bool
+) -> SupportResult:
+    """A whisper retried after an attempt that may have applied it may be there twice."""
+    return attrs.evolve(result, possible_duplicate=True) if ambiguous else result
+
+
+INJECT_CONTEXT: Final = Endpoint[InjectContextResult](
+    name="inject_context",
+    method="POST",
+    safety=Safety.AT_LEAST_ONCE,
+    decode=decode_inject_context,
+    accept=_accept_entry,
+)
+CREATE_SESSION: Final = Endpoint[ChatSession](
+    name="create_session",
+    method="POST",
+    safety=Safety.AT_MOST_ONCE,
+    decode=decode_chat_session,
+    recovery=(
+        "the session may have been created: look it up with "
+        "get_active_session(customer_id, agent_uuid) before creating another (creating "
+        "closes the customer's active session with that agent)"
+    ),
+)
+GET_ACTIVE_SESSION: Final = Endpoint[ChatSession](
+    name="get_active_session",
+    method="GET",
+    safety=Safety.READ,
+    decode=decode_chat_session,
+    not_found_hint=(
+        "the customer has no active session with this agent; open one with create_session "
+        "or send_message"
+    ),
+)
+GET_ACTIVE_SESSIONS: Final = Endpoint[Mapping[str, ChatSession]](
+    name="get_active_sessions",
+    method="GET",
+    safety=Safety.READ,
+    decode=decode_active_sessions,
+)
+SEND_MESSAGE: Final = Endpoint[MessageReply](
+    name="send_message",
+    method="POST",
+    safety=Safety.AT_MOST_ONCE,
+    decode=decode_message_reply,
+    recovery=(
+        "the message may have been delivered and answered: check the session "
+        "(get_active_session) before sending it again, or the customer may see it twice"
+    ),
+    not_found_hint="no such session, or it was closed; send without session_id to open one",
+)
+
+_SAID_TO_CUSTOMER: Final = (
+    "the operator message may have reached the customer: check the conversation before "
+    "sending it again"
+)
+SUPPORT: Final[Mapping[str | None, Endpoint[SupportResult]]] = {
+    None: Endpoint(
+        "support (plain message)",
+        "POST",
+        Safety.AT_MOST_ONCE,
+        decode_support_result,
+        recovery=_SAID_TO_CUSTOMER,
+    ),
+    "tell": Endpoint(
+        "support tell",
+        "POST",
+        Safety.AT_MOST_ONCE,
+        decode_support_result,
+        recovery="the guidance may have been applied and an agent turn run: check the "
+        "conversation before telling again",
+    ),
+    "takeover": Endpoint("support takeover", "POST", Safety.IDEMPOTENT, decode_support_result),
+    "whisper": Endpoint(
+        "support whisper",
+        "POST",
+        Safety.AT_LEAST_ONCE,
+        decode_support_result,
+        accept=_accept_whisper,
+    ),
+    "end": Endpoint("support end", "POST", Safety.IDEMPOTENT, decode_support_result),
+    "close": Endpoint(
+        "support close",
+        "POST",
+        Safety.IDEMPOTENT,
+        decode_support_result,
+        recovery="an earlier attempt may already have closed the session",
+    ),
+}
+TAKEOVER_WITH_MESSAGE: Final = Endpoint(
+    "support takeover",
+    "POST",
+    Safety.AT_MOST_ONCE,
+    decode_support_result,
+    recovery=_SAID_TO_CUSTOMER,
+)
+"""A takeover that carries a message is at most once: the message may reach the customer."""

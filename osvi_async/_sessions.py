@@ -1,0 +1,133 @@
+"""Which session a (customer, agent) pair is talking in: a small cache in front of the lookup.
+
+Programs that react to events (a voice call ended) know the customer and the agent, not the
+session id. Looking the session up before every injection doubles the requests, so the answer
+is kept for a short time (`ttl`), for at most `size` pairs (least recently used first out),
+and concurrent lookups of one pair share a single request. The cache can be wrong in one way
+only: the session was closed since. Then the API answers 404 `session_not_found`, and
+`inject_for_customer` looks the pair up once more and injects there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from osvi_async.errors import NotFoundError
+
+T = TypeVar("T")
+
+Lookup = Callable[[str, str], Awaitable[str]]
+"""(customer_id, agent_uuid) -> the id of their active session; raises NotFoundError."""
+
+
+class SessionCache:
+    """Active session ids by (customer_id, agent_uuid), kept `ttl` seconds, at most `size`."""
+
+    __slots__ = ("_clock", "_entries", "_lookup", "_pending", "size", "ttl")
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        *,
+        ttl: float,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup = lookup
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._pending: dict[tuple[str, str], asyncio.Future[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def session_id(self, customer_id: str, agent_uuid: str) -> str:
+        """The pair's active session id.
+
+        A pair not cached (or expired) is looked up; callers asking for it meanwhile wait
+        for that one lookup instead of sending their own (and make their own if the task
+        that made it was cancelled).
+        """
+        key = (customer_id, agent_uuid)
+        cached = self._entries.get(key)
+        if cached is not None:
+            session_id, expires = cached
+            if self._clock() < expires:
+                self._entries.move_to_end(key)
+                return session_id
+            del self._entries[key]
+        while (pending := self._pending.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we were cancelled, not the lookup we waited for
+        return await self._resolve(key)
+
+    async def _resolve(self, key: tuple[str, str]) -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            session_id = await self._lookup(*key)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning without waiters
+            else:
+                future.cancel()
+            raise
+        else:
+            future.set_result(session_id)
+            self.remember(key[0], key[1], session_id)
+            return session_id
+        finally:
+            del self._pending[key]
+
+    def remember(self, customer_id: str, agent_uuid: str, session_id: str) -> None:
+        """Cache what an answer said (a session just created, a message's session)."""
+        key = (customer_id, agent_uuid)
+        self._entries[key] = (session_id, self._clock() + self.ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def forget(self, session_id: str) -> None:
+        """Drop every pair cached as talking in `session_id` (it was closed)."""
+        stale = [key for key, (cached, _) in self._entries.items() if cached == session_id]
+        for key in stale:
+            del self._entries[key]
+
+    def forget_pair(self, customer_id: str, agent_uuid: str, session_id: str) -> None:
+        """Drop the pair if it is still cached as talking in `session_id`."""
+        key = (customer_id, agent_uuid)
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] == session_id:
+            del self._entries[key]
+
+
+async def inject_for_customer(
+    cache: SessionCache,
+    customer_id: str,
+    agent_uuid: str,
+    send: Callable[[str], Awaitable[T]],
+) -> T:
+    """`send(session_id)` to the pair's active session, looking it up once more if the one
+    used was closed meanwhile (404 `session_not_found`, certainly not applied)."""
+    session_id = await cache.session_id(customer_id, agent_uuid)
+    try:
+        return await send(session_id)
+    except NotFoundError as error:
+        if error.code != "session_not_found" or error.may_have_been_applied:
+            raise
+        cache.forget_pair(customer_id, agent_uuid, session_id)
+        fresh = await cache.session_id(customer_id, agent_uuid)
+        if fresh == session_id:
+            raise  # the API still names the session it says is gone: do not loop
+        return await send(fresh)
