@@ -7,30 +7,56 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any, assert_type
 
 import attrs
 
 import osvi_async
+import osvi_async._client
+import osvi_async._config
 from osvi_async import (
     APIConnectionError,
     APIStatusError,
+    BadRequestError,
     BulkSummary,
+    ChatSession,
     CircuitBreaker,
+    ClientValidationError,
+    CustomerInjectRequest,
     EngineError,
     EngineRejectedError,
     InjectContextResult,
     InjectOutcome,
     InjectRequest,
     ItemHeldError,
+    MessageReply,
+    NotFoundError,
     OsviClient,
     OsviError,
+    ResponseDecodeError,
     RetryBudget,
     RetryEvent,
     RetryPolicy,
     RunStoppedError,
+    SupportResult,
+    models,
 )
+from osvi_async.models import SessionMetadata
 from osvi_async.testing import FaultPlan, OsviEmulator
+
+# `osvi_async` exports lazily through a module `__getattr__`, which mypy types as `Any`: a name
+# left out of its TYPE_CHECKING imports would pass every check below as `Any`. Pin each one.
+assert_type(OsviClient, type[osvi_async._client.OsviClient])
+assert_type(RetryPolicy, type[osvi_async._config.RetryPolicy])
+assert_type(ChatSession, type[models.ChatSession])
+assert_type(MessageReply, type[models.MessageReply])
+assert_type(SupportResult, type[models.SupportResult])
+assert_type(CustomerInjectRequest, type[models.CustomerInjectRequest])
+assert_type(InjectRequest, type[models.InjectRequest])
+assert_type(InjectContextResult, type[models.InjectContextResult])
+assert_type(osvi_async.SessionMetadata, type[SessionMetadata])
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +159,130 @@ async def emulate() -> tuple[str, ...]:
         requests: int = emulator.requests_for(session)
         log.info("%d requests, peak %d", requests, emulator.stats.peak_in_flight)
         return emulator.applied(session)
+
+
+AGENT = "agent_IsZ3Q6Sf_60Eh26XQMGbz-R_og"
+CUSTOMER = "+15551112222"
+
+
+def describe(session: ChatSession) -> str:
+    session_id: str = session.id
+    customer: str | None = session.customer_id
+    agent_id: int | str | None = session.chat_agent_id
+    account: int | str | None = session.account_id
+    mode: str | None = session.mode
+    wants_human: bool = session.help_requested
+    status: str | None = session.status
+    state: str | None = session.current_state
+    metadata: SessionMetadata = session.metadata
+    input_fields: Mapping[str, Any] = metadata.input_fields
+    state_fields: Mapping[str, Any] = metadata.state_fields
+    bucket: tuple[str, ...] = metadata.context
+    human: str | None = session.active_human
+    created: datetime | None = session.created_at
+    updated: datetime | None = session.updated_at
+    age = (updated - created).total_seconds() if updated and created else 0.0
+    return (
+        f"{session_id} {customer} {agent_id} {account} {mode} {wants_human} {status} {state} "
+        f"{len(input_fields)} {len(state_fields)} {len(bucket)} {human} {age:.0f}"
+    )
+
+
+async def sessions(client: OsviClient) -> ChatSession:
+    opened: ChatSession = await client.create_session(
+        AGENT,
+        CUSTOMER,
+        input_fields={"first_name": "Alex", "orders": 3},
+        context=["Came from the pricing page"],
+        timeout=5.0,
+        retry=RetryPolicy(retry_ambiguous=False),
+    )
+    log.info("opened %s", describe(opened))
+    try:
+        found: ChatSession = await client.get_active_session(CUSTOMER, AGENT, timeout=2.0)
+    except NotFoundError as exc:
+        applied: bool = exc.may_have_been_applied
+        log.info("none (maybe applied: %s)", applied)
+        return opened
+    by_agent: Mapping[str, ChatSession] = await client.get_active_sessions(CUSTOMER)
+    for agent_uuid, session in by_agent.items():
+        log.info("%s: %s", agent_uuid, session.id)
+    closed: SupportResult = await client.close_session(found.id, retry=RetryPolicy.none())
+    log.info("closed: %s", closed.state)
+    return found
+
+
+async def converse(client: OsviClient, text: str) -> str:
+    try:
+        reply: MessageReply = await client.send_message(AGENT, CUSTOMER, text)
+    except OsviError as exc:
+        if exc.may_have_been_applied:
+            await client.get_active_session(CUSTOMER, AGENT)
+        raise
+    session_id: str = reply.session_id
+    state: str | None = reply.state
+    mode: str | None = reply.mode
+    if reply.help_requested:
+        result: SupportResult = await client.support(session_id, "takeover", "Sam here.")
+        human: str | None = result.active_human
+        command: str | None = result.command
+        log.info("%s took over (%s, %s)", human, command, result.state)
+        await client.support(session_id, message="Checking your order now.")
+        whispered = await client.support(session_id, "whisper", message="Refund already tried.")
+        doubled: bool = whispered.possible_duplicate
+        told = await client.support(session_id, command="tell", message="Offer a callback.")
+        agent_reply: str | None = told.reply
+        log.info("%s %s", doubled, agent_reply)
+        await client.support(session_id, "end", timeout=3.0)
+    again: MessageReply = await client.send_message(
+        AGENT, CUSTOMER, "thanks", session_id=session_id, retry=RetryPolicy(retry_ambiguous=True)
+    )
+    return f"{state} {mode} {again.reply}"
+
+
+async def note_for_customer(client: OsviClient, customer_id: str, summary: str) -> int:
+    try:
+        result: InjectContextResult = await client.inject_context_for_customer(
+            customer_id, AGENT, summary, timeout=5.0, retry=RetryPolicy()
+        )
+    except NotFoundError:
+        return 0
+    except BadRequestError as exc:
+        messages: tuple[str, ...] = exc.errors
+        log.warning("refused: %s", "; ".join(messages))
+        return 0
+    except ResponseDecodeError as exc:
+        log.warning("unreadable answer (maybe applied: %s)", exc.may_have_been_applied)
+        raise
+    except ClientValidationError:
+        raise
+    return len(result.context)
+
+
+async def backfill_customers(client: OsviClient, rows: list[tuple[str, str]]) -> int:
+    items: list[InjectRequest | CustomerInjectRequest] = [
+        CustomerInjectRequest(customer_id, AGENT, text) for customer_id, text in rows
+    ]
+    items.append(CustomerInjectRequest(CUSTOMER, AGENT, "resent", may_have_been_applied=True))
+    items.append(InjectRequest(session_id="4718a326-417b-4dda-90d0-21fd65a11cb8", context="x"))
+    done = 0
+    async with client.inject_many(items, concurrency=8) as run:
+        async for outcome in run:
+            request: InjectRequest | CustomerInjectRequest | None = outcome.request
+            if isinstance(request, CustomerInjectRequest):
+                pair: tuple[str, str] = (request.customer_id, request.agent_uuid)
+                log.info("%s: %s", pair, outcome.ok)
+            done += outcome.ok
+    return done
+
+
+def cached_client() -> OsviClient:
+    return OsviClient(
+        "0123456789abcdef",
+        base_url="http://127.0.0.1:8787",
+        session_cache_ttl=10.0,
+        session_cache_size=1_000,
+    )
 
 
 async def main() -> None:
