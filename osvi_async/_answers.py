@@ -128,6 +128,10 @@ class _Fields:
             raise self._error(f"expected a list of strings at {self._path}.{key}")
         return tuple(value)
 
+    def is_one_session(self) -> bool:
+        """Whether this object is one session record (an `id` string) rather than a map."""
+        return isinstance(self._data.get("id"), str | int)
+
     def agent_keys(self) -> list[str]:
         """The object's keys, in the order the API sent them."""
         return list(self._data)
@@ -190,6 +194,17 @@ def decode_active_sessions(
 ) -> Mapping[str, ChatSession]:
     """`data` as `{agent_uuid: ChatSession}` (get_active_sessions); read-only."""
     fields = _data_fields(status, body, scrubber, "get_active_sessions")
+    if fields.is_one_session():
+        # The spec's oneOf allows it, and a mock (Prism) answers so; the real API keys by
+        # agent here. One session without its agent's uuid cannot be put in the mapping.
+        raise shape_error(
+            status,
+            body,
+            "expected an object keyed by agent uuid at $.data, got a single session "
+            "(look it up with get_active_session(customer_id, agent_uuid) instead)",
+            scrubber,
+            "get_active_sessions",
+        )
     sessions: dict[str, ChatSession] = {}
     for agent_uuid in fields.agent_keys():
         child = fields.child(agent_uuid)

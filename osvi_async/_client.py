@@ -326,7 +326,7 @@ class OsviClient:
         Raises:
             NotFoundError: The customer has no active session with this agent (open one with
                 `create_session` or `send_message`).
-            Everything `inject_context` raises.
+            OsviError: The same errors as `inject_context`.
         """
         if self._transport.closed:
             raise closed_client_error()
@@ -378,7 +378,8 @@ class OsviClient:
         Raises:
             ClientValidationError: Blank ids, `input_fields` that is not a mapping of JSON
                 values, or a `context` entry that is blank or too long; nothing was sent.
-            Everything `inject_context` raises (a 422 is a `BadRequestError` with `errors`).
+            OsviError: The same errors as `inject_context` (a 422 is a `BadRequestError`
+                with `errors`).
         """
         agent_uuid = check_text("agent_uuid", agent_uuid)
         customer_id = check_text("customer_id", customer_id)
@@ -414,7 +415,7 @@ class OsviClient:
         Raises:
             NotFoundError: The customer has no active session with this agent.
             ClientValidationError: A blank `customer_id` or `agent_uuid`; nothing was sent.
-            Everything `inject_context` raises.
+            OsviError: The same errors as `inject_context`.
         """
         customer_id = check_text("customer_id", customer_id)
         agent_uuid = check_text("agent_uuid", agent_uuid)
@@ -469,7 +470,7 @@ class OsviClient:
         Raises:
             ClientValidationError: Blank `agent_uuid`, `customer_id` or `content`, or a
                 `session_id` that is not a session UUID; nothing was sent.
-            Everything `inject_context` raises.
+            OsviError: The same errors as `inject_context`.
         """
         agent_uuid = check_text("agent_uuid", agent_uuid)
         customer_id = check_text("customer_id", customer_id)
@@ -512,7 +513,7 @@ class OsviClient:
             ClientValidationError: An unknown `command`, a missing `message` for `tell` or a
                 plain message, a blank `message`, or a bad `session_id`; nothing was sent.
             EngineRejectedError: The engine refused the command (`tell` during a takeover).
-            Everything `inject_context` raises.
+            OsviError: The same errors as `inject_context`.
         """
         session_id = check_session_id(session_id)
         if command is not None and command not in SUPPORT_COMMANDS:

@@ -24,6 +24,7 @@ from osvi_async._validation import (
     check_statuses,
     check_timeout,
 )
+from osvi_async.errors import ClientValidationError
 
 if TYPE_CHECKING:
     from osvi_async.errors import OsviError
@@ -84,8 +85,10 @@ def _flag(_instance: object, attribute: attrs.Attribute[bool], value: bool) -> N
 def _optional_flag(
     _instance: object, attribute: attrs.Attribute[bool | None], value: bool | None
 ) -> None:
-    if value is not None:
-        check_bool(attribute.name, value)
+    if value is not None and not isinstance(value, bool):
+        raise ClientValidationError(
+            f"{attribute.name} must be True, False or None, got {type(value).__name__}"
+        )
 
 
 def _hook(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -70,7 +70,7 @@ async def test_get_active_sessions_refuses_a_single_session_for_the_map(prism: O
     with pytest.raises(ResponseDecodeError) as caught:
         await prism.get_active_sessions(CUSTOMER)
     assert caught.value.may_have_been_applied is False
-    assert "$.data." in str(caught.value)
+    assert "keyed by agent uuid at $.data, got a single session" in str(caught.value)
 
 
 async def test_send_message_decodes_prisms_reply(prism: OsviClient) -> None:

@@ -682,3 +682,12 @@ async def test_server_error_messages_name_the_operation(
     with pytest.raises(ServerError) as caught:
         await client.get_active_session(CUSTOMER, AGENT)
     assert str(caught.value).startswith("get_active_session for customer '+15551112222' with agent")
+
+
+async def test_get_active_sessions_refuses_one_session_where_a_map_belongs(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """A single session record (the spec's other oneOf branch) has no agent key: refused."""
+    mocked.get(ALL_ACTIVE_URL, payload=ok(session_json()))
+    with pytest.raises(ResponseDecodeError, match="got a single session"):
+        await client.get_active_sessions(CUSTOMER)

@@ -175,7 +175,7 @@ def test_session_must_be_an_aiohttp_client_session(session: object) -> None:
         ({"deadline": 0}, "deadline"),
         ({"deadline": float("inf")}, "deadline"),
         ({"deadline": float("nan")}, "deadline"),
-        ({"retry_ambiguous": "no"}, "retry_ambiguous must be True or False"),
+        ({"retry_ambiguous": "no"}, "retry_ambiguous must be True, False or None"),
         ({"retry_timeouts": 0}, "retry_timeouts must be True or False"),
         ({"on_retry": 3}, "on_retry must be callable"),
         ({"sleep": "x"}, "sleep must be callable"),
