@@ -55,21 +55,25 @@ class SessionCache:
         that made it was cancelled).
         """
         key = (customer_id, agent_uuid)
-        cached = self._entries.get(key)
-        if cached is not None:
-            session_id, expires = cached
-            if self._clock() < expires:
-                self._entries.move_to_end(key)
-                return session_id
-            del self._entries[key]
-        while (pending := self._pending.get(key)) is not None:
+        while True:
+            cached = self._entries.get(key)
+            if cached is not None:
+                session_id, expires = cached
+                if self._clock() < expires:
+                    self._entries.move_to_end(key)
+                    return session_id
+                del self._entries[key]
+            pending = self._pending.get(key)
+            if pending is None:
+                return await self._resolve(key)
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # we were cancelled, not the lookup we waited for
-        return await self._resolve(key)
+            # The lookup's own task was cancelled: look again (another caller may have
+            # cached the answer meanwhile).
 
     async def _resolve(self, key: tuple[str, str]) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
