@@ -64,11 +64,9 @@ class _Fields:
             raise self._error(f"expected a string at {self._path}.{key}")
         return value
 
-    def identifier(self, key: str, *, required: bool = True) -> str | None:
+    def identifier(self, key: str) -> str:
         """A required id: any string, or a number taken as its decimal string."""
-        value = self._get(key, required=required)
-        if value is None and not required:
-            return None
+        value = self._get(key, required=True)
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise self._error(f"expected a string id at {self._path}.{key}")
         return str(value)
@@ -161,7 +159,7 @@ def _data_fields(status: int, body: bytes, scrubber: Scrubber, operation: str) -
 def _session(fields: _Fields) -> ChatSession:
     metadata = fields.child("metadata")
     return ChatSession(
-        id=str(fields.identifier("id")),
+        id=fields.identifier("id"),
         customer_id=fields.optional_text("customer_id"),
         chat_agent_id=fields.number_or_text("chat_agent_id"),
         account_id=fields.number_or_text("account_id"),
@@ -220,7 +218,7 @@ def decode_message_reply(
     """`data` as a `MessageReply` (send_message)."""
     fields = _data_fields(status, body, scrubber, "send_message")
     return MessageReply(
-        session_id=str(fields.identifier("session_id")),
+        session_id=fields.identifier("session_id"),
         reply=fields.text("reply"),
         state=fields.optional_text("state"),
         mode=fields.optional_text("mode"),
@@ -234,13 +232,16 @@ def decode_support_result(
     """`data` as a `SupportResult` (support); it must name the session the request was for."""
     operation = "support"
     fields = _data_fields(status, body, scrubber, operation)
-    answered = fields.identifier("session_id")
-    if session_id:  # empty when the request named no session
-        answered = check_answered_session(
-            status, body, answered, session_id=session_id, scrubber=scrubber, operation=operation
-        )
+    answered = check_answered_session(
+        status,
+        body,
+        fields.identifier("session_id"),
+        session_id=session_id,
+        scrubber=scrubber,
+        operation=operation,
+    )
     return SupportResult(
-        session_id=str(answered),
+        session_id=answered,
         state=fields.text("state"),
         command=fields.optional_text("command", required=True),
         reply=fields.optional_text("reply"),

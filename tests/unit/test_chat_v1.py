@@ -334,10 +334,16 @@ async def test_decoding_is_lenient_about_ids_unknown_keys_and_naive_times(
         ({"id": "s", "metadata": {"context": "one"}}, "$.data.metadata.context"),
         ({"id": "s", "help_requested": "yes"}, "$.data.help_requested"),
         ({"id": "s", "mode": 3}, "$.data.mode"),
+        ({"id": True}, "$.data.id"),
+        ({"id": "s", "chat_agent_id": [1]}, "$.data.chat_agent_id"),
+        ({"id": "s", "metadata": {"input_fields": []}}, "$.data.metadata.input_fields"),
+        ({"id": "s", "metadata": "x"}, "$.data.metadata"),
+        ({"id": "s", "created_at": 5}, "$.data.created_at"),
+        ([{"id": "s"}], "expected an object at $.data"),
     ],
 )
 async def test_a_wrong_shape_names_its_json_path(
-    client: OsviClient, mocked: aioresponses, record: dict[str, Any], path: str
+    client: OsviClient, mocked: aioresponses, record: object, path: str
 ) -> None:
     """A missing required key or a wrong type is a ResponseDecodeError naming the path."""
     mocked.get(ACTIVE_URL, payload=ok(record))
@@ -691,3 +697,22 @@ async def test_get_active_sessions_refuses_one_session_where_a_map_belongs(
     mocked.get(ALL_ACTIVE_URL, payload=ok(session_json()))
     with pytest.raises(ResponseDecodeError, match="got a single session"):
         await client.get_active_sessions(CUSTOMER)
+
+
+async def test_an_agent_mapped_to_null_has_no_session(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """`{agent: null}` in the by-agent map is read as no active session with that agent."""
+    mocked.get(ALL_ACTIVE_URL, payload=ok({AGENT: session_json(), "agent_gone": None}))
+    assert list(await client.get_active_sessions(CUSTOMER)) == [AGENT]
+
+
+async def test_a_token_echoed_into_a_reply_is_redacted(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """A server echoing the API-Token header into the agent's reply never hands it back."""
+    data = {"session_id": SESSION_ID, "reply": f"your header was {TOKEN}", "state": TOKEN}
+    mocked.post(INBOUND_URL, payload=ok(data))
+    reply = await client.send_message(AGENT, CUSTOMER, "Hi")
+    assert TOKEN not in repr(reply)
+    assert reply.reply == "your header was [REDACTED]"
