@@ -1,31 +1,23 @@
 """The `osvi-async` commands: parse arguments, build the client, run one coroutine, map errors.
 
-Exit codes: 0 success; 1 the API refused or failed (for `bulk`: an item failed or was held);
-2 usage errors and invalid input; 3 the API could not be reached; 130 interrupted (SIGINT);
-143 stopped by SIGTERM. Errors are one line on stderr, never a traceback, and never contain
-the token.
+Exit codes (see `_common`): 0 success; 1 the API refused or failed (for `bulk`: an item failed
+or was held); 2 usage errors and invalid input; 3 the API could not be reached; 4 no active
+session for that customer and agent; 130 interrupted (SIGINT); 143 stopped by SIGTERM. Errors
+are one line on stderr, never a traceback, and never contain the token.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar, cast
+from typing import IO, cast
 
 import click
 from rich.console import Console
 
-from osvi_async import (
-    APIConnectionError,
-    APIStatusError,
-    ClientValidationError,
-    OsviClient,
-    OsviError,
-)
-from osvi_async.cli import install_stop_handlers
+from osvi_async import InjectContextResult, NotFoundError, OsviClient, OsviError
 from osvi_async.cli._bulk_io import (
     InputError,
     InputFormat,
@@ -38,6 +30,19 @@ from osvi_async.cli._bulk_io import (
     read_records,
 )
 from osvi_async.cli._bulk_run import BulkCounts, run_bulk
+from osvi_async.cli._common import (
+    EXIT_FAILED,
+    EXIT_NO_ACTIVE_SESSION,
+    EXIT_USAGE,
+    Output,
+    api_options,
+    error_exit,
+    fail,
+    json_option,
+    make_client,
+    non_blank,
+    run_coroutine,
+)
 from osvi_async.cli._demo import DemoSettings, run_demo
 from osvi_async.cli._options import MAX_CONCURRENCY, FiniteFloat, usage_line
 from osvi_async.cli._progress import BulkProgress, logs_on
@@ -49,67 +54,19 @@ from osvi_async.cli._report import (
     identify_input,
     open_report,
 )
+from osvi_async.cli._sessions import message, session, support
 from osvi_async.cli._signals import GracefulStop
-
-T = TypeVar("T")
-
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_UNREACHABLE: Final = 3
-
-_TOKEN_HELP: Final = "API token; defaults to $OSVI_API_TOKEN. Never printed."  # noqa: S105
-_URL_HELP: Final = "API root; defaults to $OSVI_BASE_URL, then https://api.osvi.ai."
-
-
-def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (the `fast` extra), else on asyncio's own loop.
-
-    Closing a loop may restore the default signal handlers (a loop's signal handlers are
-    removed with SIG_DFL), so the entry point's stop handlers are put back afterwards.
-    """
-    try:
-        import uvloop  # noqa: PLC0415 - optional: the `fast` extra
-    except ImportError:
-        try:
-            return asyncio.run(coroutine)
-        finally:
-            install_stop_handlers()
-    try:
-        result: T = uvloop.run(coroutine)  # typed as Any where uvloop is not installed
-    finally:
-        install_stop_handlers()
-    return result
-
-
-def _fail(message: str, code: int) -> click.exceptions.Exit:
-    click.echo(f"error: {message}", err=True)
-    return click.exceptions.Exit(code)
-
-
-def _error_exit(error: OsviError) -> click.exceptions.Exit:
-    """One line for a person, and the exit code for scripts."""
-    if isinstance(error, ClientValidationError):
-        return _fail(f"invalid input: {error}", EXIT_USAGE)
-    if isinstance(error, APIStatusError):
-        return _fail(f"{error.code or f'HTTP {error.status}'}: {error}", EXIT_FAILED)
-    if isinstance(error, APIConnectionError):
-        return _fail(f"{type(error).__name__}: {error}", EXIT_UNREACHABLE)
-    return _fail(f"{type(error).__name__}: {error}", EXIT_FAILED)
-
-
-def _client(token: str | None, base_url: str | None, timeout: float) -> OsviClient:
-    if not token:
-        raise _fail("no API token: pass --token or set OSVI_API_TOKEN", EXIT_USAGE)
-    try:
-        return OsviClient(token, base_url=base_url, timeout=timeout)
-    except ClientValidationError as error:
-        raise _error_exit(error) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="osvi-async")
 def main() -> None:
-    """osvi-async: inject context into OSVI chat sessions from the command line."""
+    """osvi-async: OSVI chat sessions, messages and context from the command line."""
+
+
+main.add_command(session)
+main.add_command(message)
+main.add_command(support)
 
 
 def run(args: Sequence[str] | None = None) -> int:
@@ -131,40 +88,72 @@ def run(args: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-_TIMEOUT: Final = FiniteFloat(min=0, min_open=True)
-
-
 @main.command()
-@click.argument("session_id")
-@click.argument("text")
-@click.option("--token", envvar="OSVI_API_TOKEN", show_envvar=False, help=_TOKEN_HELP)
-@click.option("--base-url", envvar="OSVI_BASE_URL", show_envvar=False, help=_URL_HELP)
-@click.option("--timeout", type=_TIMEOUT, default=30.0)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.argument("arguments", nargs=-1, metavar="[SESSION_ID] TEXT")
+@click.option("--customer", "customer_id", callback=non_blank, help="Customer id (with --agent).")
+@click.option("--agent", "agent_uuid", callback=non_blank, help="Agent uuid (with --customer).")
+@api_options
+@json_option
 def inject(
-    session_id: str,
-    text: str,
+    arguments: tuple[str, ...],
+    customer_id: str | None,
+    agent_uuid: str | None,
     token: str | None,
     base_url: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Append TEXT to session SESSION_ID and print the session's context bucket."""
+    """Append TEXT to a session's context and print the session's context bucket.
 
-    async def send() -> tuple[str, ...]:
-        async with _client(token, base_url, timeout) as client:
-            result = await client.inject_context(session_id, text)
-            return result.context
+    Address the session by its id (`inject SESSION_ID TEXT`) or by the customer and agent
+    whose active session it is (`inject --customer C --agent A TEXT`). No active session for
+    that customer and agent: exit 4.
+    """
+    by_customer = customer_id is not None or agent_uuid is not None
+    _check_inject_arguments(
+        arguments, by_customer=by_customer, both=None not in (customer_id, agent_uuid)
+    )
+    text = arguments[-1]
+    output = Output(token)
+
+    async def send() -> InjectContextResult:
+        async with make_client(token, base_url, timeout) as client:
+            if customer_id is not None and agent_uuid is not None:
+                return await client.inject_context_for_customer(customer_id, agent_uuid, text)
+            return await client.inject_context(arguments[0], text)
 
     try:
-        bucket = run_coroutine(send())
+        result = run_coroutine(send())
+    except NotFoundError as error:
+        if by_customer:
+            raise output.fail(f"no active session: {error}", EXIT_NO_ACTIVE_SESSION) from None
+        raise error_exit(error, output) from None
     except OsviError as error:
-        raise _error_exit(error) from None
+        raise error_exit(error, output) from None
     if as_json:
-        click.echo(json.dumps({"session_id": session_id, "context": list(bucket)}))
+        shown: dict[str, object] = {"session_id": result.session_id}
+        if by_customer:
+            shown |= {"customer_id": customer_id, "agent_uuid": agent_uuid}
+        output.line(json.dumps(shown | {"context": list(result.context)}))
     else:
-        for number, entry in enumerate(bucket, start=1):
-            click.echo(f"{number}. {entry}")
+        for number, entry in enumerate(result.context, start=1):
+            output.line(f"{number}. {entry}")
+
+
+def _check_inject_arguments(arguments: tuple[str, ...], *, by_customer: bool, both: bool) -> None:
+    """`inject` takes SESSION_ID TEXT, or --customer C --agent A TEXT: anything else is exit 2."""
+    either = "give SESSION_ID TEXT, or --customer C --agent A TEXT"
+    if by_customer and not both:
+        raise click.UsageError("--customer and --agent go together: give both")
+    if by_customer and len(arguments) == 2:
+        raise click.UsageError("give SESSION_ID or --customer and --agent, not both")
+    wanted = 1 if by_customer else 2
+    if len(arguments) < wanted:
+        missing = "SESSION_ID" if not arguments and not by_customer else "TEXT"
+        raise click.UsageError(f"Missing argument '{missing}': {either}")
+    if len(arguments) > wanted:
+        extra = " ".join(arguments[wanted:])
+        raise click.UsageError(f"got unexpected extra argument(s) ({extra}): {either}")
 
 
 @main.command()
@@ -187,9 +176,7 @@ def inject(
     help="Seconds in-flight items get to finish after SIGINT or SIGTERM (inf: wait).",
 )
 @click.option("--format", "input_format", type=click.Choice(["auto", "jsonl", "csv"]))
-@click.option("--token", envvar="OSVI_API_TOKEN", show_envvar=False, help=_TOKEN_HELP)
-@click.option("--base-url", envvar="OSVI_BASE_URL", show_envvar=False, help=_URL_HELP)
-@click.option("--timeout", type=_TIMEOUT, default=30.0)
+@api_options
 def bulk(
     input_path: str,
     concurrency: int,
@@ -202,25 +189,28 @@ def bulk(
     base_url: str | None,
     timeout: float,
 ) -> None:
-    """Inject every item of INPUT (JSON Lines or CSV with session_id,context; - for stdin).
+    """Inject every item of INPUT (JSON Lines or CSV; - for stdin).
+
+    Each item names a `context` and either its `session_id`, or the `customer_id` and
+    `agent_uuid` whose active session it goes to (see docs/cli.md for the row format).
 
     SIGINT (Ctrl+C) or SIGTERM stops it gracefully: nothing new is sent, items in flight get
     --grace seconds to finish, the report and summary are written (exit 130 or 143). A
     second signal stops at once.
     """
     if resume and report is None:
-        raise _fail("--resume needs --report FILE", EXIT_USAGE)
+        raise fail("--resume needs --report FILE", EXIT_USAGE)
     if resume and input_path == "-":
-        raise _fail(
+        raise fail(
             "--resume needs INPUT as a file: stdin cannot be checked against the report",
             EXIT_USAGE,
         )
     try:
         stream = open_text(input_path)
     except InputError as error:
-        raise _fail(str(error), EXIT_USAGE) from None
+        raise fail(str(error), EXIT_USAGE) from None
     with stream:
-        client = _client(token, base_url, timeout)
+        client = make_client(token, base_url, timeout)
         limit = client.max_context_bytes
         first = read_first_line(stream, limit)
         fmt: InputFormat = (
@@ -232,7 +222,7 @@ def bulk(
             lines = input_lines(stream, fmt, limit, first=first)
             records = read_records(lines, fmt, max_context_bytes=limit)
         except InputError as error:
-            raise _fail(str(error), EXIT_USAGE) from None
+            raise fail(str(error), EXIT_USAGE) from None
         identity = _identify(input_path, fmt, limit)
         state, writer = _open_report(report, identity, resume=resume)
         to_send = None
@@ -261,7 +251,7 @@ def bulk(
                     )
                 )
         except OSError as error:
-            raise _fail(f"cannot write report {report}: {error.strerror}", EXIT_USAGE) from None
+            raise fail(f"cannot write report {report}: {error.strerror}", EXIT_USAGE) from None
         finally:
             if writer is not None:
                 writer.close()
@@ -305,9 +295,9 @@ def _identify(input_path: str, fmt: InputFormat, limit: int) -> InputIdentity | 
     try:
         return identify_input(open_regular_file(Path(input_path)), count)
     except InputError as error:
-        raise _fail(str(error), EXIT_USAGE) from None
+        raise fail(str(error), EXIT_USAGE) from None
     except OSError as error:
-        raise _fail(f"cannot read {input_path}: {error.strerror}", EXIT_USAGE) from None
+        raise fail(f"cannot read {input_path}: {error.strerror}", EXIT_USAGE) from None
 
 
 def _open_report(
@@ -323,7 +313,7 @@ def _open_report(
     try:
         state, writer = open_report(report, identity, resume=resume)
     except ReportError as error:
-        raise _fail(str(error), EXIT_USAGE) from None
+        raise fail(str(error), EXIT_USAGE) from None
     for warning in state.warnings:
         click.echo(warning, err=True)
     return (state if resume else None), writer

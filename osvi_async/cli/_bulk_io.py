@@ -1,7 +1,11 @@
 """Reading bulk input files, for `osvi-async bulk` (the report is in `_report`).
 
 Input is JSON Lines (`{"session_id": ..., "context": ...}` per line) or CSV with those two
-columns, from a file or stdin. Each *record* (a non-blank JSON line, or a CSV row after the
+columns, from a file or stdin. Instead of `session_id`, an item may name `customer_id` and
+`agent_uuid`: it becomes a `CustomerInjectRequest`, whose session the SDK resolves (the
+customer's active session with that agent) and whose input order per customer and agent it
+keeps. An item naming both a session and a customer, or only one of `customer_id` and
+`agent_uuid`, is malformed. Each *record* (a non-blank JSON line, or a CSV row after the
 header) has an index from 0; a record that cannot be read becomes a failed item that names its
 line, and the records after it are still read. Only input that cannot be read at all (not a
 file, or a CSV header without the two columns) raises `InputError`, before anything is sent.
@@ -27,11 +31,19 @@ from typing import IO, Final, Literal
 
 import attrs
 
-from osvi_async import InjectRequest
+from osvi_async import CustomerInjectRequest, InjectRequest
 
 InputFormat = Literal["jsonl", "csv"]
+Request = InjectRequest | CustomerInjectRequest
 
 _CSV_COLUMNS: Final = ("session_id", "context")
+_CUSTOMER_COLUMNS: Final = ("customer_id", "agent_uuid")
+_NEEDS: Final = (
+    'needs a JSON object with a string "context" and a string "session_id", '
+    'or strings "customer_id" and "agent_uuid"'
+)
+_BOTH: Final = "names a session_id and a customer_id/agent_uuid: give one or the other"
+_HALF: Final = "customer_id and agent_uuid go together: give both"
 _ENCODING: Final = "utf-8-sig"  # UTF-8; a leading byte order mark (Excel's "CSV UTF-8") is skipped
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _SLACK_CHARS: Final = 64 * 1024  # room for the session id, other columns and syntax
@@ -58,7 +70,7 @@ class Record:
 
     index: int
     line: int
-    request: InjectRequest | None
+    request: Request | None
     problem: str | None = None
 
 
@@ -78,7 +90,13 @@ def detect_format(path: str, first_line: str) -> InputFormat:
     if path.lower().endswith(".csv"):
         return "csv"
     header = [cell.strip().strip('"').strip() for cell in first_line.strip().split(",")]
-    return "csv" if header[:2] == list(_CSV_COLUMNS) else "jsonl"
+    return "csv" if _usable_header(header) else "jsonl"
+
+
+def _usable_header(columns: list[str]) -> bool:
+    """A header naming `context` and `session_id`, or `customer_id` and `agent_uuid`."""
+    named = set(columns)
+    return "context" in named and ("session_id" in named or set(_CUSTOMER_COLUMNS) <= named)
 
 
 _LINE_ENDS: Final = ("\n", "\r")
@@ -130,8 +148,8 @@ def read_records(
     """The records of these lines, read lazily and in order.
 
     Raises:
-        InputError: At once, before any record is read, when a CSV header does not name the
-            `session_id` and `context` columns.
+        InputError: At once, before any record is read, when a CSV header does not name
+            `context` and `session_id`, or `context`, `customer_id` and `agent_uuid`.
     """
     limit = max_record_chars(input_format, max_context_bytes)
     if input_format == "csv":
@@ -170,13 +188,63 @@ def _jsonl_record(index: int, line_number: int, line: str, limit: int) -> Record
     if problem is not None:
         return malformed(problem)
     fields = value if isinstance(value, dict) else {}
-    session_id, context = fields.get("session_id"), fields.get("context")
-    if not isinstance(session_id, str) or not isinstance(context, str):
-        return malformed('needs a JSON object with string fields "session_id" and "context"')
-    for name, text in (("session_id", session_id), ("context", context)):
-        if _SURROGATE.search(text):
-            return malformed(f"lone surrogate (a \\ud800-\\udfff escape) in {name}")
-    return Record(index, line_number, InjectRequest(session_id=session_id, context=context))
+    request, problem = _request(
+        fields.get("session_id"),
+        fields.get("customer_id"),
+        fields.get("agent_uuid"),
+        fields.get("context"),
+    )
+    if request is None:
+        return malformed(problem or _NEEDS)
+    return Record(index, line_number, request)
+
+
+def _request(
+    session_id: object, customer_id: object, agent_uuid: object, context: object
+) -> tuple[Request | None, str | None]:
+    """The request a JSON object's fields make (a missing or null field is absent), or why none.
+
+    A session row names `session_id`; a customer row names `customer_id` and `agent_uuid`;
+    either way `context`, and every field given is a string without lone surrogates.
+    """
+    given = {
+        name: text
+        for name, text in (
+            ("session_id", session_id),
+            ("customer_id", customer_id),
+            ("agent_uuid", agent_uuid),
+            ("context", context),
+        )
+        if text is not None
+    }
+    by_customer = [name for name in _CUSTOMER_COLUMNS if name in given]
+    problem = None
+    if not all(isinstance(text, str) for text in given.values()) or "context" not in given:
+        problem = _NEEDS
+    elif "session_id" in given and by_customer:
+        problem = _BOTH
+    elif len(by_customer) == 1:
+        problem = _HALF
+    elif "session_id" not in given and not by_customer:
+        problem = _NEEDS
+    else:
+        problem = next(
+            (
+                f"lone surrogate (a \\ud800-\\udfff escape) in {name}"
+                for name, text in given.items()
+                if _SURROGATE.search(str(text))
+            ),
+            None,
+        )
+    if problem is not None:
+        return None, problem
+    if by_customer:
+        request: Request = CustomerInjectRequest(
+            customer_id=str(customer_id), agent_uuid=str(agent_uuid), context=str(context)
+        )
+    else:
+        request = InjectRequest(session_id=str(session_id), context=str(context))
+    return request, None
 
 
 def _shrink(line: str) -> str:
@@ -256,24 +324,89 @@ def _read_csv(lines: Iterable[str], limit: int) -> Iterator[Record]:
     if header is None:
         return iter(())
     columns = [cell.strip() for cell in header[1]]
-    if not set(_CSV_COLUMNS) <= set(columns):
-        raise InputError('the CSV header (line 1) must name the columns "session_id" and "context"')
-    return _csv_records(rows, columns.index("session_id"), columns.index("context"))
+    if not _usable_header(columns):
+        raise InputError(
+            'the CSV header (line 1) must name the columns "context" and "session_id", '
+            'or "context", "customer_id" and "agent_uuid"'
+        )
+    return _csv_records(rows, _CsvColumns.of(columns))
+
+
+@attrs.frozen
+class _CsvColumns:
+    """Where each named column is in a CSV row (None: the header does not name it)."""
+
+    session_id: int | None
+    customer_id: int | None
+    agent_uuid: int | None
+    context: int
+
+    @classmethod
+    def of(cls, columns: list[str]) -> _CsvColumns:
+        """The positions of the named columns in a usable header (see `_usable_header`)."""
+
+        def at(name: str) -> int | None:
+            return columns.index(name) if name in columns else None
+
+        context = columns.index("context")
+        return cls(at("session_id"), at("customer_id"), at("agent_uuid"), context)
+
+    @property
+    def needed(self) -> int:
+        """How many cells a row needs to reach every named column."""
+        named = (self.session_id, self.customer_id, self.agent_uuid, self.context)
+        return 1 + max(at for at in named if at is not None)
+
+    def request(self, row: list[str]) -> tuple[Request | None, str | None]:
+        """The request a row makes, or why it makes none (ids stripped, context as is).
+
+        In a header without customer columns every row is a session row, as before they
+        existed (a blank session_id then fails as an invalid item, not as malformed input).
+        Otherwise a row gives a session_id, or a customer_id and an agent_uuid: a blank
+        cell counts as not given.
+        """
+
+        def cell(at: int | None) -> str:
+            return row[at].strip() if at is not None else ""
+
+        session_id, context = cell(self.session_id), row[self.context]
+        if self.customer_id is None and self.agent_uuid is None:
+            return InjectRequest(session_id=session_id, context=context), None
+        customer_id, agent_uuid = cell(self.customer_id), cell(self.agent_uuid)
+        if customer_id and agent_uuid and not session_id:
+            request = CustomerInjectRequest(
+                customer_id=customer_id, agent_uuid=agent_uuid, context=context
+            )
+            return request, None
+        if session_id and not (customer_id or agent_uuid):
+            return InjectRequest(session_id=session_id, context=context), None
+        if session_id:
+            problem = _BOTH
+        elif customer_id or agent_uuid:
+            problem = _HALF
+        elif self.session_id is None:
+            problem = "needs a customer_id and an agent_uuid"
+        else:
+            problem = "needs a session_id, or a customer_id and an agent_uuid"
+        return None, problem
 
 
 def _csv_records(
-    rows: Iterator[tuple[int, list[str], str | None]], sid_at: int, context_at: int
+    rows: Iterator[tuple[int, list[str], str | None]], columns: _CsvColumns
 ) -> Iterator[Record]:
     for index, (line_number, row, problem) in enumerate(rows):
         if problem is not None:
             yield Record(index, line_number, None, problem)
         elif any(_SURROGATE.search(cell) for cell in row):
             yield Record(index, line_number, None, f"line {line_number}: not valid UTF-8")
-        elif len(row) <= max(sid_at, context_at):
+        elif len(row) < columns.needed:
             yield Record(index, line_number, None, f"line {line_number}: too few columns")
         else:
-            request = InjectRequest(session_id=row[sid_at].strip(), context=row[context_at])
-            yield Record(index, line_number, request)
+            request, why = columns.request(row)
+            if request is None:
+                yield Record(index, line_number, None, f"line {line_number}: {why}")
+            else:
+                yield Record(index, line_number, request)
 
 
 def open_text(path: str) -> IO[str]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import attrs
 
 from osvi_async import (
+    CustomerInjectRequest,
     InjectOutcome,
     InjectRequest,
     ItemHeldError,
@@ -19,7 +20,7 @@ from osvi_async import (
     RunStoppedError,
     refused_for_good,
 )
-from osvi_async.cli._bulk_io import Record
+from osvi_async.cli._bulk_io import Record, Request
 from osvi_async.cli._progress import BulkProgress
 from osvi_async.cli._report import ReportState, ReportWriter
 from osvi_async.cli._signals import GracefulStop, exit_code, signal_name
@@ -163,7 +164,7 @@ class _Journal:
         self._by_position: dict[int, Record] = {}  # open items only
         self._failed_at: dict[int, int] = {}  # position -> record index, of failed items
 
-    def requests(self, records: Iterable[Record]) -> Iterator[InjectRequest]:
+    def requests(self, records: Iterable[Record]) -> Iterator[Request]:
         """The requests to send, lazily; skips and reports records that are not sent."""
         position = 0
         resume, counts = self.resume, self.counts
@@ -186,6 +187,7 @@ class _Journal:
                 continue
             request = record.request
             if resume is not None and resume.may_have_been_applied(record.index):
+                # Either kind of request: a customer row is resent by customer, flagged.
                 request = attrs.evolve(request, may_have_been_applied=True)
             self._by_position[position] = record
             position += 1
@@ -211,13 +213,19 @@ class _Journal:
             self._failed_at[outcome.index] = record.index
         for_good = error is not None and refused_for_good(error)
         if self.report is not None:
+            request, customer = record.request, None
+            session_id = request.session_id if isinstance(request, InjectRequest) else None
+            if isinstance(request, CustomerInjectRequest):
+                customer = (request.customer_id, request.agent_uuid)
+                session_id = outcome.result.session_id if outcome.result is not None else None
             self.report.write_outcome(
                 index=record.index,
                 line=record.line,
-                session_id=record.request.session_id if record.request else None,
+                session_id=session_id,
                 outcome=outcome,
                 refused_for_good=for_good,
                 waiting_for=waiting_for,
+                customer=customer,
             )
         if self.on_outcome is not None:
             self.on_outcome(record, outcome)

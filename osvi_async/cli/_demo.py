@@ -118,10 +118,11 @@ def verify(emulator: OsviEmulator, records: list[Record], accepted: set[int]) ->
     that is missing, a failed one that landed, an entry that landed twice or out of order.
     """
     expected: dict[str, list[str]] = defaultdict(list)
-    for record in records:
-        if record.index in accepted and record.request is not None:
-            expected[record.request.session_id].append(record.request.context)
-    sessions = {record.request.session_id for record in records if record.request is not None}
+    requests = [(r.index, r.request) for r in records if isinstance(r.request, InjectRequest)]
+    for index, request in requests:
+        if index in accepted:
+            expected[request.session_id].append(request.context)
+    sessions = {request.session_id for _, request in requests}
     problems: list[str] = []
     for session_id in sorted(sessions):
         applied = list(emulator.applied(session_id))

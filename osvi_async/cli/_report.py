@@ -8,9 +8,10 @@ unbuffered file, so a kill (even SIGKILL) tears at most the last line:
 - an *intent* line `{"index": i, "sending": true}` right before item i's first byte goes out,
   so a report that ends without i's outcome says "i may have been applied";
 - an *outcome* line per item: `index`, `line`, `session_id`, `ok`, `attempts`, `error`,
-  `message`, `possible_duplicate`, `may_have_been_applied`, `refused_for_good`, and for an
-  item held behind an earlier failure of its session `held: true` and `waiting_for` (the
-  record index it waits for).
+  `message`, `possible_duplicate`, `may_have_been_applied`, `refused_for_good`, for an item
+  addressed by customer `customer_id` and `agent_uuid` (its `session_id` is the session the
+  entry went to, null unless it is ok), and for an item held behind an earlier failure of
+  its session (or customer) `held: true` and `waiting_for` (the record index it waits for).
 
 `read_report` folds the lines back into three facts per record index: *done* (its last
 outcome is ok), *final* (its last outcome failed in a way a resend would repeat) and *maybe
@@ -166,8 +167,13 @@ class ReportWriter:
         outcome: InjectOutcome,
         refused_for_good: bool,
         waiting_for: int | None,
+        customer: tuple[str, str] | None = None,
     ) -> None:
-        """Record how a sent (or held, or stopped) item ended."""
+        """Record how a sent (or held, or stopped) item ended.
+
+        `customer` is the (customer_id, agent_uuid) of an item addressed by customer; its
+        `session_id` is then the session the entry went to, when it is known (ok items).
+        """
         error = outcome.error
         entry: dict[str, object] = {
             "index": index,
@@ -181,6 +187,8 @@ class ReportWriter:
             "may_have_been_applied": bool(error is not None and error.may_have_been_applied),
             "refused_for_good": refused_for_good,
         }
+        if customer is not None:
+            entry["customer_id"], entry["agent_uuid"] = customer
         if waiting_for is not None:
             entry["held"] = True
             entry["waiting_for"] = waiting_for
