@@ -11,16 +11,19 @@ from aiohttp import ClientSession, web
 
 from osvi_async import (
     APIConnectionError,
+    APIStatusError,
     CustomerInjectRequest,
     EngineError,
     EngineRejectedError,
     NotFoundError,
     OsviClient,
+    RetryPolicy,
 )
 from osvi_async.testing import FaultPlan, OsviEmulator
 
 AGENT = "agent_IsZ3Q6Sf_60Eh26XQMGbz-R_og"
 OSVI = web.AppKey("osvi", OsviClient)
+FAST_NO_RETRY = RetryPolicy.none()
 CUSTOMER = "+15551112222"
 
 
@@ -279,3 +282,62 @@ async def test_a_web_handler_injects_for_a_customer_in_one_call(
     assert {body["session_id"] for body in bodies} == {session_id}
     assert sorted(osvi_emulator.applied(session_id)) == [f"call {n}" for n in range(5)]
     assert osvi_emulator.requests("active_session") == 1
+
+
+ERROR_SHAPES = [
+    (422, {"success": False, "errors": ["agent_uuid is required"]}, "BadRequestError"),
+    (404, {"success": False, "error": "session_not_found"}, "NotFoundError"),
+    (401, {"success": False, "error": "unauthorized"}, "AuthenticationError"),
+    (502, {"success": False, "error": "engine unreachable", "upstream_body": None}, "EngineError"),
+    (
+        502,
+        {"success": False, "error": "Python engine returned 422 for POST /x",
+         "upstream_body": {"state": "rejected", "reason": "agent_disabled"}},
+        "EngineRejectedError",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "error_name"), ERROR_SHAPES)
+async def test_every_endpoint_maps_every_error_shape_on_a_real_socket(
+    status: int, body: dict[str, Any], error_name: str
+) -> None:
+    """A server answering every route with one error shape: each call raises its class,
+    with `errors`, `code` and `upstream_body` read from the body."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    session_id = "4718a326-417b-4dda-90d0-21fd65a11cb8"
+    calls = [
+        lambda c: c.create_session(AGENT, CUSTOMER),
+        lambda c: c.get_active_session(CUSTOMER, AGENT),
+        lambda c: c.send_message(AGENT, CUSTOMER, "Hi"),
+        lambda c: c.support(session_id, "end"),
+        lambda c: c.inject_context(session_id, "note"),
+    ]
+    try:
+        async with OsviClient(
+            "0123456789abcdef", base_url=f"http://127.0.0.1:{site.port}", retry=FAST_NO_RETRY
+        ) as client:
+            for make_call in calls:
+                with pytest.raises(APIStatusError) as caught:
+                    await make_call(client)
+                error = caught.value
+                assert type(error).__name__ == error_name
+                assert error.status == status
+                assert error.errors == tuple(body.get("errors", ()))
+                if "upstream_body" in body:
+                    assert isinstance(error, EngineError)
+                    assert error.upstream_body == body["upstream_body"]
+    finally:
+        await runner.cleanup()
+    assert len(seen) == len(calls)
