@@ -40,6 +40,7 @@ from osvi_async.cli._common import (
     fail,
     json_option,
     make_client,
+    no_active_session,
     non_blank,
     run_coroutine,
 )
@@ -125,8 +126,9 @@ def inject(
     try:
         result = run_coroutine(send())
     except NotFoundError as error:
-        if by_customer:
-            raise output.fail(f"no active session: {error}", EXIT_NO_ACTIVE_SESSION) from None
+        if by_customer and not error.may_have_been_applied:  # else: exit 1, saying so
+            message = no_active_session(customer_id or "", agent_uuid)
+            raise output.fail(message, EXIT_NO_ACTIVE_SESSION) from None
         raise error_exit(error, output) from None
     except OsviError as error:
         raise error_exit(error, output) from None

@@ -115,6 +115,15 @@ def error_exit(
     return out.fail(f"{type(error).__name__}: {message}", EXIT_FAILED)
 
 
+def no_active_session(customer_id: str, agent_uuid: str | None) -> str:
+    """The exit-4 line's message: who has no active session, and how to open one."""
+    with_agent = f" with agent {agent_uuid}" if agent_uuid is not None else ""
+    return (
+        f"no active session: customer {customer_id} has none{with_agent}; "
+        "open one with osvi-async session create or osvi-async message send"
+    )
+
+
 def make_client(token: str | None, base_url: str | None, timeout: float) -> OsviClient:
     """The client for one command; no token is a usage error (exit 2), as is a bad option."""
     if not token:

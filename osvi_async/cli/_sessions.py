@@ -26,6 +26,7 @@ from osvi_async.cli._common import (
     error_exit,
     json_option,
     make_client,
+    no_active_session,
     non_blank,
     run_coroutine,
 )
@@ -146,8 +147,7 @@ def get(
             return {agent_uuid: await client.get_active_session(customer_id, agent_uuid)}
 
     output = Output(token)
-    with_agent = f" with agent {agent_uuid}" if agent_uuid is not None else ""
-    none_active = f"no active session: customer {customer_id} has none{with_agent}"
+    none_active = no_active_session(customer_id, agent_uuid)
     try:
         found = run_coroutine(call())
     except NotFoundError:

@@ -4,6 +4,7 @@ processes against the emulator: what each prints, its exit code, and what the se
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -258,3 +259,31 @@ async def test_an_engine_refusal_is_exit_1(osvi_emulator: OsviEmulator) -> None:
     assert osvi_emulator.requests("support") == 1
     assert osvi_emulator.messages(session) == []
     assert_clean(result, osvi_emulator.api_token)
+
+
+async def test_a_lookup_is_retried_through_a_transient_failure(osvi_emulator: OsviEmulator) -> None:
+    """session get is a read: an engine 502 is retried, exit 0; the server saw two requests."""
+    session = osvi_emulator.create_session(agent_uuid=AGENT, customer_id=CUSTOMER)
+    osvi_emulator.fault_plan.script_endpoint("active_session", ["engine_error"])
+    result = await osvi(
+        "session", "get", "--customer", CUSTOMER, "--agent", AGENT, "--json",
+        emulator=osvi_emulator,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["id"] == session
+    assert osvi_emulator.requests("active_session") == 2
+
+
+async def test_unreachable_api_exits_3() -> None:
+    """Nothing listening: session get and message send exit 3, one line, no token."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    where = ["--token", "0123456789abcdef", "--base-url", f"http://127.0.0.1:{port}"]
+    for args in (
+        ["session", "get", "--customer", CUSTOMER],
+        ["message", "send", "--agent", AGENT, "--customer", CUSTOMER, "hi"],
+    ):
+        result = await osvi(*args, *where, "--timeout", "2")
+        line = assert_one_line(result, 3, "APIConnectionError")
+        assert "0123456789abcdef" not in line
