@@ -367,14 +367,13 @@ class _Engine:
         # A NUL cannot start a session id, so customer lanes never meet session lanes.
         return Item(index, request, "", body, f"\0{customer_id}\0{agent_uuid}")
 
-    async def _send(self, item: Item) -> InjectContextResult:
-        """Inject one item, looking up its session first if it is addressed by customer."""
-        gate = ItemGate(self.flow, self._signal, self._on_send, item)
-        request = item.request
+    async def _send_for_customer(
+        self, item: Item, request: CustomerInjectRequest, gate: ItemGate
+    ) -> InjectContextResult:
+        """Inject an item addressed by customer: look its session up (cached), then send."""
 
         async def inject(session_id: str) -> InjectContextResult:
-            if not isinstance(request, InjectRequest):
-                item.session_id, item.url = session_id, self._url_for(session_id)
+            item.session_id, item.url = session_id, self._url_for(session_id)
             return await call(
                 self._transport,
                 INJECT_CONTEXT,
@@ -382,14 +381,12 @@ class _Engine:
                 item.body,
                 timeout=self._timeout,
                 policy=self._policy,
-                session_id=item.session_id,
+                session_id=session_id,
                 entry=request.context,
                 gate=gate,
                 resent=request.may_have_been_applied,
             )
 
-        if isinstance(request, InjectRequest):
-            return await inject(item.session_id)
         return await inject_for_customer(
             self._sessions, request.customer_id, request.agent_uuid, inject
         )
@@ -401,7 +398,25 @@ class _Engine:
             result: InjectContextResult | None = None
             error: OsviError | None = None
             try:
-                result = await self._send(item)
+                gate = ItemGate(self.flow, self._signal, self._on_send, item)
+                request = item.request
+                # An item addressed by session goes straight to `call`: no extra coroutine
+                # frame on the path nearly every bulk item takes.
+                if isinstance(request, InjectRequest):
+                    result = await call(
+                        self._transport,
+                        INJECT_CONTEXT,
+                        item.url,
+                        item.body,
+                        timeout=self._timeout,
+                        policy=self._policy,
+                        session_id=item.session_id,
+                        entry=request.context,
+                        gate=gate,
+                        resent=request.may_have_been_applied,
+                    )
+                else:
+                    result = await self._send_for_customer(item, request, gate)
             except OsviError as exc:
                 error = exc
             except Exception as exc:
