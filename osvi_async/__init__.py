@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         InjectRequest,
         MessageReply,
         SessionMetadata,
+        SupportCommand,
         SupportResult,
     )
 
@@ -61,6 +62,7 @@ _LAZY: dict[str, str] = {
     "CustomerInjectRequest": "osvi_async.models",
     "MessageReply": "osvi_async.models",
     "SessionMetadata": "osvi_async.models",
+    "SupportCommand": "osvi_async.models",
     "SupportResult": "osvi_async.models",
     "InjectContextResult": "osvi_async.models",
     "InjectOutcome": "osvi_async.models",
@@ -117,6 +119,7 @@ __all__ = [
     "RunStoppedError",
     "ServerError",
     "SessionMetadata",
+    "SupportCommand",
     "SupportResult",
     "TLSHandshakeError",
     "__version__",

@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
-from osvi_async._decode import Scrubber, check_answered_session, decode_data, shape_error
+from osvi_async._decode import (
+    Scrubber,
+    check_answered_session,
+    decode_data,
+    escape_controls,
+    shape_error,
+)
 from osvi_async.models import ChatSession, MessageReply, SessionMetadata, SupportResult
 
 _MISSING: Final = object()
@@ -215,10 +221,17 @@ def decode_active_sessions(
 def decode_message_reply(
     status: int, body: bytes, *, session_id: str, attempts: int, scrubber: Scrubber
 ) -> MessageReply:
-    """`data` as a `MessageReply` (send_message)."""
-    fields = _data_fields(status, body, scrubber, "send_message")
+    """`data` as a `MessageReply` (send_message); when the request named a session, the
+    answer must be for it."""
+    operation = "send_message"
+    fields = _data_fields(status, body, scrubber, operation)
+    answered = fields.identifier("session_id")
+    if session_id:  # the caller named the session: the answer must be for it
+        answered = check_answered_session(
+            status, body, answered, session_id=session_id, scrubber=scrubber, operation=operation
+        )
     return MessageReply(
-        session_id=fields.identifier("session_id"),
+        session_id=answered,
         reply=fields.text("reply"),
         state=fields.optional_text("state"),
         mode=fields.optional_text("mode"),
@@ -227,9 +240,16 @@ def decode_message_reply(
 
 
 def decode_support_result(
-    status: int, body: bytes, *, session_id: str, attempts: int, scrubber: Scrubber
+    status: int,
+    body: bytes,
+    *,
+    session_id: str,
+    attempts: int,
+    scrubber: Scrubber,
+    command: str | None = None,
 ) -> SupportResult:
-    """`data` as a `SupportResult` (support); it must name the session the request was for."""
+    """`data` as a `SupportResult` (support); it must name the session the request was for
+    and, when both say one, the command (another command answers some other request)."""
     operation = "support"
     fields = _data_fields(status, body, scrubber, operation)
     answered = check_answered_session(
@@ -240,10 +260,15 @@ def decode_support_result(
         scrubber=scrubber,
         operation=operation,
     )
+    answered_command = fields.optional_text("command", required=True)
+    if command is not None and answered_command is not None and answered_command != command:
+        shown = escape_controls(answered_command[:60])
+        problem = f"$.data.command is {shown!r}, not the {command!r} this request sent"
+        raise shape_error(status, body, problem, scrubber, operation)
     return SupportResult(
         session_id=answered,
         state=fields.text("state"),
-        command=fields.optional_text("command", required=True),
+        command=answered_command,
         reply=fields.optional_text("reply"),
         active_human=fields.optional_text("active_human"),
     )

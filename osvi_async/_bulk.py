@@ -28,7 +28,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from types import AsyncGeneratorType, TracebackType
 from typing import Final, Self, cast
 
@@ -54,8 +54,8 @@ from osvi_async._sessions import SessionCache, inject_for_customer
 from osvi_async._transport import Transport
 from osvi_async._validation import (
     check_context,
+    check_identifier,
     check_session_id,
-    check_text,
     encode_inject_body,
 )
 from osvi_async.errors import (
@@ -86,6 +86,7 @@ class _Engine:
         transport: Transport,
         url_for: Callable[[str], str],
         sessions: SessionCache,
+        look_up: Callable[[str, str, float, RetryPolicy], Awaitable[str]],
         max_context_bytes: int,
         items: Iterable[InjectItem] | AsyncIterable[InjectItem],
         concurrency: int,
@@ -99,6 +100,7 @@ class _Engine:
         self._transport = transport
         self._url_for = url_for
         self._sessions = sessions
+        self._look_up = look_up
         self._max_context_bytes = max_context_bytes
         self._items = items
         self._concurrency = concurrency
@@ -354,8 +356,8 @@ class _Engine:
                 request = attrs.evolve(request, session_id=session_id, context=context)
             # UUIDs are case-insensitive: two spellings of one session share one lane.
             return Item(index, request, self._url_for(session_id), body, session_id.lower())
-        customer_id = check_text("customer_id", request.customer_id)
-        agent_uuid = check_text("agent_uuid", request.agent_uuid)
+        customer_id = check_identifier("customer_id", request.customer_id)
+        agent_uuid = check_identifier("agent_uuid", request.agent_uuid)
         if (
             customer_id is not request.customer_id
             or agent_uuid is not request.agent_uuid
@@ -387,8 +389,12 @@ class _Engine:
                 resent=request.may_have_been_applied,
             )
 
+        async def look_up(customer_id: str, agent_uuid: str) -> str:
+            # The run's timeout and policy (its backoff ends at once on a drain).
+            return await self._look_up(customer_id, agent_uuid, self._timeout, self._policy)
+
         return await inject_for_customer(
-            self._sessions, request.customer_id, request.agent_uuid, inject
+            self._sessions, request.customer_id, request.agent_uuid, look_up, inject
         )
 
     async def _work(self) -> None:

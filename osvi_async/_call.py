@@ -17,7 +17,7 @@ import time
 from typing import Protocol, TypeVar
 
 from osvi_async._config import RetryEvent, RetryPolicy
-from osvi_async._decode import status_error
+from osvi_async._decode import escape_controls, status_error
 from osvi_async._endpoints import Endpoint
 from osvi_async._retry import (
     Backoff,
@@ -31,7 +31,13 @@ from osvi_async._retry import (
     remaining_budget,
 )
 from osvi_async._transport import Transport
-from osvi_async.errors import APITimeoutError, ClientClosedError, OsviError
+from osvi_async.errors import (
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+    OsviError,
+    ResponseDecodeError,
+)
 
 T = TypeVar("T")
 
@@ -112,7 +118,7 @@ async def call(
                 if delay is not None and gate is not None and not gate.allow_retry():
                     delay = None
             if delay is None:
-                _give_up(error, endpoint, applied)
+                _give_up(error, endpoint, applied, target or f"session {session_id}")
                 if error is failure:
                     raise
                 raise error from None
@@ -129,12 +135,19 @@ async def call(
         return result
 
 
-def _give_up(error: OsviError, endpoint: Endpoint[T], applied: bool) -> None:
-    """Mark the final error: may any attempt have applied the request, and if so, how to
-    find out (the endpoint's recovery hint)."""
+def _give_up(error: OsviError, endpoint: Endpoint[T], applied: bool, what: str) -> None:
+    """Mark the final error: which call failed, whether any attempt may have applied the
+    request, and if so what a repeat could do (the endpoint's recovery hint)."""
     error.may_have_been_applied = applied
-    if applied and endpoint.recovery is not None and endpoint.recovery not in error.message:
-        error.args = (f"{error.message}; {endpoint.recovery}",)
+    message = error.message
+    prefix = f"{endpoint.name} for {what}"
+    if not isinstance(error, APIStatusError | ResponseDecodeError) and prefix not in message:
+        # Status errors name the call already; connection errors only say what broke.
+        message = f"{escape_controls(prefix)}: {message}"
+    if applied and endpoint.recovery is not None and endpoint.recovery not in message:
+        message = f"{message}; {endpoint.recovery}"
+    if message != error.message:
+        error.args = (message,)
 
 
 def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
@@ -32,7 +33,7 @@ from osvi_async._endpoints import (
     INJECT_CONTEXT,
     SEND_MESSAGE,
     SUPPORT,
-    TAKEOVER_WITH_MESSAGE,
+    SUPPORT_WITH_MESSAGE,
     Endpoint,
 )
 from osvi_async._flow import FlowControl
@@ -42,6 +43,7 @@ from osvi_async._validation import (
     check_bool,
     check_callable,
     check_context,
+    check_identifier,
     check_positive_int,
     check_rate,
     check_seconds,
@@ -50,15 +52,23 @@ from osvi_async._validation import (
     check_timeout,
     encode_body,
     encode_inject_body,
+    encode_json_value,
 )
-from osvi_async.errors import ClientValidationError, NotFoundError
+from osvi_async.errors import APITimeoutError, ClientValidationError, NotFoundError
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from osvi_async.models import ChatSession, InjectContextResult, MessageReply, SupportResult
+    from osvi_async.models import (
+        ChatSession,
+        InjectContextResult,
+        MessageReply,
+        SupportCommand,
+        SupportResult,
+    )
 
 T = TypeVar("T")
+_NO_LIMIT: Final = 2**62  # the body's parts were each checked against max_context_bytes
 
 DEFAULT_SESSION_CACHE_TTL: Final = 30.0
 DEFAULT_SESSION_CACHE_SIZE: Final = 10_000
@@ -149,7 +159,6 @@ class OsviClient:
             session=session,
         )
         self._sessions = SessionCache(
-            self._look_up_session_id,
             ttl=check_seconds("session_cache_ttl", session_cache_ttl, allow_zero=True),
             size=check_positive_int("session_cache_size", session_cache_size),
         )
@@ -330,11 +339,17 @@ class OsviClient:
         """
         if self._transport.closed:
             raise closed_client_error()
-        customer_id = check_text("customer_id", customer_id)
-        agent_uuid = check_text("agent_uuid", agent_uuid)
+        customer_id = check_identifier("customer_id", customer_id)
+        agent_uuid = check_identifier("agent_uuid", agent_uuid)
         context = check_context(context)
         body = encode_inject_body(context, self._config.max_context_bytes)
         attempt_timeout, policy = self._call_options(timeout, retry)
+        started = time.monotonic()
+
+        async def look_up(customer_id: str, agent_uuid: str) -> str:
+            return await self._look_up_session_id(
+                customer_id, agent_uuid, attempt_timeout, _deadline_left(policy, started)
+            )
 
         async def inject(session_id: str) -> InjectContextResult:
             return await call(
@@ -343,12 +358,12 @@ class OsviClient:
                 self._inject_url(session_id),
                 body,
                 timeout=attempt_timeout,
-                policy=policy,
+                policy=_deadline_left(policy, started),
                 session_id=session_id,
                 entry=context,
             )
 
-        return await inject_for_customer(self._sessions, customer_id, agent_uuid, inject)
+        return await inject_for_customer(self._sessions, customer_id, agent_uuid, look_up, inject)
 
     async def create_session(
         self,
@@ -381,18 +396,20 @@ class OsviClient:
             OsviError: The same errors as `inject_context` (a 422 is a `BadRequestError`
                 with `errors`).
         """
-        agent_uuid = check_text("agent_uuid", agent_uuid)
-        customer_id = check_text("customer_id", customer_id)
+        agent_uuid = check_identifier("agent_uuid", agent_uuid)
+        customer_id = check_identifier("customer_id", customer_id)
         request: dict[str, object] = {"agent_uuid": agent_uuid, "customer_id": customer_id}
         if input_fields is not None:
             if not isinstance(input_fields, Mapping):
                 raise ClientValidationError(
                     f"input_fields must be a mapping, got {type(input_fields).__name__}"
                 )
-            request["input_fields"] = dict(input_fields)
+            input_fields = dict(input_fields)
+            encode_json_value("input_fields", input_fields, self._config.max_context_bytes)
+            request["input_fields"] = input_fields
         if context is not None:
             request["context"] = self._context_entries(context)
-        body = encode_body(request, "create_session's body")
+        body = encode_json_value("create_session's body", request, _NO_LIMIT)
         session = await self._call_by_customer(
             CREATE_SESSION, self._url("/v1/chat/session"), body, customer_id, agent_uuid,
             timeout, retry,
@@ -417,8 +434,8 @@ class OsviClient:
             ClientValidationError: A blank `customer_id` or `agent_uuid`; nothing was sent.
             OsviError: The same errors as `inject_context`.
         """
-        customer_id = check_text("customer_id", customer_id)
-        agent_uuid = check_text("agent_uuid", agent_uuid)
+        customer_id = check_identifier("customer_id", customer_id)
+        agent_uuid = check_identifier("agent_uuid", agent_uuid)
         url = self._url(
             f"/v1/chat/session/active?customer_id={quote(customer_id, safe='')}"
             f"&agent_uuid={quote(agent_uuid, safe='')}"
@@ -441,7 +458,7 @@ class OsviClient:
         Empty when there is none, whether the API answers with an empty object or a 404.
         A read: every transient failure is retried.
         """
-        customer_id = check_text("customer_id", customer_id)
+        customer_id = check_identifier("customer_id", customer_id)
         url = self._url(f"/v1/chat/session/active?customer_id={quote(customer_id, safe='')}")
         try:
             return await self._call_by_customer(
@@ -472,24 +489,27 @@ class OsviClient:
                 `session_id` that is not a session UUID; nothing was sent.
             OsviError: The same errors as `inject_context`.
         """
-        agent_uuid = check_text("agent_uuid", agent_uuid)
-        customer_id = check_text("customer_id", customer_id)
-        content = check_text("content", content)
+        agent_uuid = check_identifier("agent_uuid", agent_uuid)
+        customer_id = check_identifier("customer_id", customer_id)
+        content = check_text("content", content, max_bytes=self._config.max_context_bytes)
         request = {"agent_uuid": agent_uuid, "customer_id": customer_id, "content": content}
         if session_id is not None:
-            request["session_id"] = check_session_id(session_id)
-        body = encode_body(dict(request), "send_message's body")
+            request["session_id"] = session_id = check_session_id(session_id)
+        body = encode_body(dict(request))
         reply = await self._call_by_customer(
             SEND_MESSAGE, self._url("/v1/chat/inbound"), body, customer_id, agent_uuid,
-            timeout, retry,
+            timeout, retry, session_id=session_id or "",
         )  # fmt: skip
-        self._sessions.remember(customer_id, agent_uuid, reply.session_id)
+        if session_id is None:
+            # The API chose the session: it is the pair's active one. A session named by the
+            # caller may be any session, so it says nothing about the pair.
+            self._sessions.remember(customer_id, agent_uuid, reply.session_id)
         return reply
 
     async def support(
         self,
         session_id: str,
-        command: str | None = None,
+        command: SupportCommand | None = None,
         message: str | None = None,
         *,
         timeout: float | None = None,
@@ -526,19 +546,21 @@ class OsviClient:
         if command is not None:
             request["command"] = str.__str__(command)
         if message is not None:
-            request["message"] = check_text("message", message)
+            request["message"] = check_text(
+                "message", message, max_bytes=self._config.max_context_bytes
+            )
         elif command in (None, "tell"):
             what = "a plain operator message" if command is None else "tell"
             raise ClientValidationError(f"message is required for {what}")
         endpoint = SUPPORT[command]
-        if command == "takeover" and message is not None:
-            endpoint = TAKEOVER_WITH_MESSAGE
+        if message is not None and command is not None:
+            endpoint = SUPPORT_WITH_MESSAGE.get(command, endpoint)
         attempt_timeout, policy = self._call_options(timeout, retry)
         result = await call(
             self._transport,
             endpoint,
             self._url(f"/v1/chat/session/{session_id}/support"),
-            encode_body(request, "support's body"),
+            encode_body(request),
             timeout=attempt_timeout,
             policy=policy,
             session_id=session_id,
@@ -567,6 +589,8 @@ class OsviClient:
         agent_uuid: str | None,
         timeout: float | None,
         retry: RetryPolicy | None,
+        *,
+        session_id: str = "",
     ) -> T:
         """Run a call addressed by customer (and agent): no session id in the path."""
         if self._transport.closed:
@@ -582,12 +606,17 @@ class OsviClient:
             body,
             timeout=attempt_timeout,
             policy=policy,
+            session_id=session_id,
             target=target,
         )
 
-    async def _look_up_session_id(self, customer_id: str, agent_uuid: str) -> str:
-        """The session cache's lookup: the active session's id."""
-        session = await self.get_active_session(customer_id, agent_uuid)
+    async def _look_up_session_id(
+        self, customer_id: str, agent_uuid: str, timeout: float, policy: RetryPolicy
+    ) -> str:
+        """The session cache's lookup, with the calling code's timeout and retry policy."""
+        session = await self.get_active_session(
+            customer_id, agent_uuid, timeout=timeout, retry=policy
+        )
         return session.id
 
     def _call_options(
@@ -604,9 +633,14 @@ class OsviClient:
             raise ClientValidationError(
                 f"context must be a list of strings, got {type(context).__name__}"
             )
-        entries = [check_context(entry) for entry in context]
-        for entry in entries:
-            encode_inject_body(entry, self._config.max_context_bytes)  # size and Unicode
+        entries: list[str] = []
+        for index, entry in enumerate(context):
+            try:
+                checked = check_context(entry)
+                encode_inject_body(checked, self._config.max_context_bytes)  # size, Unicode
+            except ClientValidationError as exc:
+                raise ClientValidationError(f"context[{index}]: {exc}") from None
+            entries.append(checked)
         return entries
 
     def inject_many(
@@ -630,7 +664,10 @@ class OsviClient:
         - exactly one outcome per input item; a failure (including an invalid item) is an
           outcome, never an exception that ends the run;
         - entries for one session are sent one at a time, in input order; different sessions
-          proceed in parallel, so a slow or retrying session delays only itself;
+          proceed in parallel, so a slow or retrying session delays only itself; entries
+          addressed by customer (`CustomerInjectRequest`) keep the input order of each
+          (customer_id, agent_uuid) pair the same way, but not relative to `InjectRequest`s
+          naming that pair's session directly: address one session one way within a run;
         - when an item fails in a way a later attempt could fix (not a 400, 404, an engine
           refusal ...), the later items of its session are *held*: not sent, yielded with
           `ItemHeldError(waiting_for=<its index>)`, so that resending them after it keeps the
@@ -650,8 +687,10 @@ class OsviClient:
             print(run.summary)
 
         Args:
-            items: `InjectRequest`s or `(session_id, context)` tuples, from an iterable or an
-                async iterable; pulled lazily.
+            items: `InjectRequest`s, `CustomerInjectRequest`s (looked up through the
+                client's session cache, with this run's timeout and retry policy) or
+                `(session_id, context)` tuples, from an iterable or an async iterable; pulled
+                lazily.
             concurrency: Most requests in flight at once (and worker tasks).
             rate_limit: Most attempts started per second across the run, or None.
             timeout: Seconds per HTTP attempt; defaults to the client's.
@@ -694,6 +733,7 @@ class OsviClient:
             transport=self._transport,
             url_for=self._inject_url,
             sessions=self._sessions,
+            look_up=self._look_up_session_id,
             max_context_bytes=self._config.max_context_bytes,
             items=items,
             concurrency=concurrency,
@@ -716,6 +756,21 @@ class OsviClient:
 
     def _url(self, path: str) -> str:
         return f"{self._config.base_url}{path}"
+
+
+def _deadline_left(policy: RetryPolicy, started: float) -> RetryPolicy:
+    """`policy` with its deadline counted from `started`: a call made of several requests (a
+    lookup, then an injection) keeps to one deadline."""
+    if policy.deadline is None:
+        return policy
+    left = policy.deadline - (time.monotonic() - started)
+    if left <= 0:
+        raise APITimeoutError(
+            f"The retry deadline of {policy.deadline:g} s passed before the next request "
+            "could be sent",
+            request_sent=False,
+        )
+    return attrs.evolve(policy, deadline=left)
 
 
 def _check_retry(retry: object) -> None:

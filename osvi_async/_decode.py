@@ -53,7 +53,7 @@ _HINTS: Final[dict[type[APIStatusError], str]] = {
     BadRequestError: "the API refused the request body; fix the input, retrying will not help",
     AuthenticationError: "check the API token (OSVI dashboard, Settings -> API)",
     NotFoundError: "no such session, or it was closed; open a new session and use its id",
-    RequestTooLargeError: "the server refused the body as too large; shorten the context",
+    RequestTooLargeError: "the server refused the body as too large; send less text",
     RateLimitError: "too many requests; slow down or lower the concurrency",
     EngineError: "the chat engine failed; this is usually transient",
     EngineRejectedError: "the chat engine refused this request; retrying will not help",

@@ -40,6 +40,7 @@ from osvi_async.models import ChatSession, InjectContextResult, MessageReply, Su
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+R = TypeVar("R", MessageReply, SupportResult)
 
 BUCKET_SIZE: Final = 5
 """Entries a session keeps (FIFO); appending a sixth drops the oldest."""
@@ -134,11 +135,28 @@ def flag_possible_duplicate(
     return attrs.evolve(result, possible_duplicate=True)
 
 
-def _accept_whisper(
-    result: SupportResult, _message: str, ambiguous: bool, _settled: bool
-) -> SupportResult:
-    """A whisper retried after an attempt that may have applied it may be there twice."""
+def _accept_reply(result: R, _text: str, ambiguous: bool, _settled: bool) -> R:
+    """A message or command sent again after an attempt that may have applied it (a whisper,
+    or anything under `retry_ambiguous=True`) may have been applied twice: flag it."""
     return attrs.evolve(result, possible_duplicate=True) if ambiguous else result
+
+
+def _support_decoder(command: str | None) -> Decoder[SupportResult]:
+    """The support decoder for one command: the answer must name it (or say null)."""
+
+    def decode(
+        status: int, body: bytes, *, session_id: str, attempts: int, scrubber: Scrubber
+    ) -> SupportResult:
+        return decode_support_result(
+            status,
+            body,
+            session_id=session_id,
+            attempts=attempts,
+            scrubber=scrubber,
+            command=command,
+        )
+
+    return decode
 
 
 INJECT_CONTEXT: Final = Endpoint[InjectContextResult](
@@ -180,55 +198,47 @@ SEND_MESSAGE: Final = Endpoint[MessageReply](
     method="POST",
     safety=Safety.AT_MOST_ONCE,
     decode=decode_message_reply,
+    accept=_accept_reply,
     recovery=(
-        "the message may have been delivered and answered: check the session "
-        "(get_active_session) before sending it again, or the customer may see it twice"
+        "the message may have been delivered and answered: sending it again may show the "
+        "customer the exchange twice"
     ),
     not_found_hint="no such session, or it was closed; send without session_id to open one",
 )
 
 _SAID_TO_CUSTOMER: Final = (
-    "the operator message may have reached the customer: check the conversation before "
-    "sending it again"
+    "the operator message may have reached the customer: sending it again may show it twice"
 )
+_ALREADY_CLOSED: Final = "the session may already be closed by the request that failed"
+
+
+def _support(
+    command: str | None, safety: Safety, recovery: str | None = None
+) -> Endpoint[SupportResult]:
+    name = "support (plain message)" if command is None else f"support {command}"
+    accept = _accept_reply if safety in (Safety.AT_LEAST_ONCE, Safety.AT_MOST_ONCE) else None
+    return Endpoint(name, "POST", safety, _support_decoder(command), accept, recovery)
+
+
 SUPPORT: Final[Mapping[str | None, Endpoint[SupportResult]]] = {
-    None: Endpoint(
-        "support (plain message)",
-        "POST",
+    None: _support(None, Safety.AT_MOST_ONCE, _SAID_TO_CUSTOMER),
+    "tell": _support(
+        "tell",
         Safety.AT_MOST_ONCE,
-        decode_support_result,
-        recovery=_SAID_TO_CUSTOMER,
+        "the guidance may have been applied and an agent turn run: telling again may "
+        "show the customer a second answer",
     ),
-    "tell": Endpoint(
-        "support tell",
-        "POST",
-        Safety.AT_MOST_ONCE,
-        decode_support_result,
-        recovery="the guidance may have been applied and an agent turn run: check the "
-        "conversation before telling again",
-    ),
-    "takeover": Endpoint("support takeover", "POST", Safety.IDEMPOTENT, decode_support_result),
-    "whisper": Endpoint(
-        "support whisper",
-        "POST",
-        Safety.AT_LEAST_ONCE,
-        decode_support_result,
-        accept=_accept_whisper,
-    ),
-    "end": Endpoint("support end", "POST", Safety.IDEMPOTENT, decode_support_result),
-    "close": Endpoint(
-        "support close",
-        "POST",
-        Safety.IDEMPOTENT,
-        decode_support_result,
-        recovery="an earlier attempt may already have closed the session",
-    ),
+    "takeover": _support("takeover", Safety.IDEMPOTENT),
+    "whisper": _support("whisper", Safety.AT_LEAST_ONCE),
+    "end": _support("end", Safety.IDEMPOTENT),
+    "close": _support("close", Safety.IDEMPOTENT, _ALREADY_CLOSED),
 }
-TAKEOVER_WITH_MESSAGE: Final = Endpoint(
-    "support takeover",
-    "POST",
-    Safety.AT_MOST_ONCE,
-    decode_support_result,
-    recovery=_SAID_TO_CUSTOMER,
-)
-"""A takeover that carries a message is at most once: the message may reach the customer."""
+"""Support endpoints by command, when no `message` reaches the customer."""
+
+SUPPORT_WITH_MESSAGE: Final[Mapping[str, Endpoint[SupportResult]]] = {
+    "takeover": _support("takeover", Safety.AT_MOST_ONCE, _SAID_TO_CUSTOMER),
+    "end": _support("end", Safety.AT_MOST_ONCE, _SAID_TO_CUSTOMER),
+    "close": _support("close", Safety.AT_MOST_ONCE, _SAID_TO_CUSTOMER),
+}
+"""takeover, end and close carrying a `message`: the message is shown to the customer, so
+a repeat could show it twice; these are at most once."""

@@ -14,11 +14,13 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
-from osvi_async.errors import NotFoundError
+import attrs
 
-T = TypeVar("T")
+from osvi_async._decode import escape_controls
+from osvi_async._validation import is_session_id
+from osvi_async.errors import NotFoundError, ResponseDecodeError
+from osvi_async.models import InjectContextResult
 
 Lookup = Callable[[str, str], Awaitable[str]]
 """(customer_id, agent_uuid) -> the id of their active session; raises NotFoundError."""
@@ -27,17 +29,11 @@ Lookup = Callable[[str, str], Awaitable[str]]
 class SessionCache:
     """Active session ids by (customer_id, agent_uuid), kept `ttl` seconds, at most `size`."""
 
-    __slots__ = ("_clock", "_entries", "_lookup", "_pending", "size", "ttl")
+    __slots__ = ("_clock", "_entries", "_pending", "size", "ttl")
 
     def __init__(
-        self,
-        lookup: Lookup,
-        *,
-        ttl: float,
-        size: int,
-        clock: Callable[[], float] = time.monotonic,
+        self, *, ttl: float, size: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._lookup = lookup
         self.ttl = ttl
         self.size = size
         self._clock = clock
@@ -47,12 +43,13 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def session_id(self, customer_id: str, agent_uuid: str) -> str:
+    async def session_id(self, customer_id: str, agent_uuid: str, lookup: Lookup) -> str:
         """The pair's active session id.
 
-        A pair not cached (or expired) is looked up; callers asking for it meanwhile wait
-        for that one lookup instead of sending their own (and make their own if the task
-        that made it was cancelled).
+        A pair not cached (or expired) is looked up with `lookup` (the caller's, so that its
+        timeout and retry policy apply); callers asking for it meanwhile wait for that one
+        lookup instead of sending their own (and make their own if the task that made it was
+        cancelled).
         """
         key = (customer_id, agent_uuid)
         while True:
@@ -65,7 +62,7 @@ class SessionCache:
                 del self._entries[key]
             pending = self._pending.get(key)
             if pending is None:
-                return await self._resolve(key)
+                return await self._resolve(key, lookup)
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
@@ -75,11 +72,11 @@ class SessionCache:
             # The lookup's own task was cancelled: look again (another caller may have
             # cached the answer meanwhile).
 
-    async def _resolve(self, key: tuple[str, str]) -> str:
+    async def _resolve(self, key: tuple[str, str], lookup: Lookup) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            session_id = await self._lookup(*key)
+            session_id = await lookup(*key)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 future.set_exception(exc)
@@ -95,7 +92,13 @@ class SessionCache:
             del self._pending[key]
 
     def remember(self, customer_id: str, agent_uuid: str, session_id: str) -> None:
-        """Cache what an answer said (a session just created, a message's session)."""
+        """Cache what an answer said (a session just created, a message's session).
+
+        Only a session UUID is kept: the id goes into request paths later, and one the API
+        made up otherwise is not ours to put there.
+        """
+        if not is_session_id(session_id):
+            return
         key = (customer_id, agent_uuid)
         self._entries[key] = (session_id, self._clock() + self.ttl)
         self._entries.move_to_end(key)
@@ -120,18 +123,37 @@ async def inject_for_customer(
     cache: SessionCache,
     customer_id: str,
     agent_uuid: str,
-    send: Callable[[str], Awaitable[T]],
-) -> T:
+    lookup: Lookup,
+    send: Callable[[str], Awaitable[InjectContextResult]],
+) -> InjectContextResult:
     """`send(session_id)` to the pair's active session, looking it up once more if the one
-    used was closed meanwhile (404 `session_not_found`, certainly not applied)."""
-    session_id = await cache.session_id(customer_id, agent_uuid)
+    used was closed meanwhile (404 `session_not_found`, certainly not applied).
+
+    A looked-up id that is not a session UUID is refused (`ResponseDecodeError`) rather than
+    put into a request path.
+    """
+    session_id = _usable(await cache.session_id(customer_id, agent_uuid, lookup))
     try:
         return await send(session_id)
     except NotFoundError as error:
         if error.code != "session_not_found" or error.may_have_been_applied:
             raise
         cache.forget_pair(customer_id, agent_uuid, session_id)
-        fresh = await cache.session_id(customer_id, agent_uuid)
+        fresh = _usable(await cache.session_id(customer_id, agent_uuid, lookup))
         if fresh == session_id:
             raise  # the API still names the session it says is gone: do not loop
-        return await send(fresh)
+        first_attempts = error.attempts
+    result = await send(fresh)
+    return attrs.evolve(result, attempts=result.attempts + first_attempts)
+
+
+def _usable(session_id: str) -> str:
+    if is_session_id(session_id):
+        return session_id
+    shown = escape_controls(session_id[:60])
+    raise ResponseDecodeError(
+        f"The API named {shown!r} as the active session, which is not a session UUID; "
+        "refusing to put it into a request path",
+        status=200,
+        body="",
+    )

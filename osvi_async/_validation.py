@@ -7,6 +7,7 @@ says what is wrong and what is expected. Messages never quote the API token.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from typing import Final
@@ -43,6 +44,11 @@ def check_session_id(session_id: object) -> str:
     return session_id
 
 
+def is_session_id(value: str) -> bool:
+    """Whether `value` is a session UUID (ASCII hex, 8-4-4-4-12), safe in a URL path."""
+    return _UUID.fullmatch(value) is not None
+
+
 def check_context(context: object) -> str:
     """Return `context` as a plain str if it has some non-whitespace text in it.
 
@@ -58,9 +64,13 @@ def check_context(context: object) -> str:
     return context
 
 
-def check_text(name: str, value: object) -> str:
+MAX_IDENTIFIER_CHARS: Final = 1000
+"""Longest `customer_id` or `agent_uuid` accepted: they travel in a URL's query string."""
+
+
+def check_text(name: str, value: object, *, max_bytes: int | None = None) -> str:
     """Return `value` as a plain str if it has some non-whitespace text and is valid Unicode
-    (an identifier such as `customer_id`, or a message); it goes into a body or a query."""
+    (a message, or the content of one), at most `max_bytes` of UTF-8 when given."""
     if type(value) is not str:
         if not isinstance(value, str):
             raise ClientValidationError(f"{name} must be a str, got {type(value).__name__}")
@@ -68,6 +78,28 @@ def check_text(name: str, value: object) -> str:
     if not value.strip():
         raise ClientValidationError(f"{name} must not be empty or only whitespace")
     _check_unicode(name, value)
+    if max_bytes is not None:
+        size = len(value.encode("utf-8"))
+        if size > max_bytes:
+            raise ClientValidationError(
+                f"{name} is {size} bytes of UTF-8, more than max_context_bytes={max_bytes}"
+            )
+    return value
+
+
+def check_identifier(name: str, value: object) -> str:
+    """Return an identifier (`customer_id`, `agent_uuid`) as a plain str: non-blank, printable
+    (no control, zero-width or other invisible characters), at most 1000 characters."""
+    value = check_text(name, value)
+    if not value.isprintable():
+        raise ClientValidationError(
+            f"{name} must be printable text, without control or invisible characters, "
+            f"got {_excerpt(value)}"
+        )
+    if len(value) > MAX_IDENTIFIER_CHARS:
+        raise ClientValidationError(
+            f"{name} must be at most {MAX_IDENTIFIER_CHARS} characters, got {len(value)}"
+        )
     return value
 
 
@@ -81,12 +113,29 @@ def _check_unicode(name: str, text: str) -> None:
         ) from exc
 
 
-def encode_body(body: dict[str, object], what: str) -> bytes:
-    """Encode a request body as JSON; something JSON cannot carry is a usage error."""
+def encode_json_value(name: str, value: object, max_bytes: int) -> bytes:
+    """Encode a caller's free-form value (`input_fields`) as strict JSON: no NaN or
+    infinity (they are not JSON), keys as strings, at most `max_bytes`."""
     try:
-        return _json.dumps(body)
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise ClientValidationError(f"{what} cannot be sent as JSON: {exc}") from None
+        raise ClientValidationError(f"{name} cannot be sent as JSON: {exc}") from None
+    try:
+        data = encoded.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ClientValidationError(
+            f"{name} is not valid Unicode text (it holds an unpaired surrogate)"
+        ) from None
+    if len(data) > max_bytes:
+        raise ClientValidationError(
+            f"{name} is {len(data)} bytes of JSON, more than max_context_bytes={max_bytes}"
+        )
+    return data
+
+
+def encode_body(body: dict[str, object]) -> bytes:
+    """Encode a request body of checked strings (and pre-checked values) as JSON."""
+    return _json.dumps(body)
 
 
 def encode_inject_body(context: str, max_context_bytes: int) -> bytes:

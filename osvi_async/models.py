@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -24,15 +24,21 @@ __all__ = [
     "InjectRequest",
     "MessageReply",
     "SessionMetadata",
+    "SupportCommand",
     "SupportResult",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+SupportCommand = Literal["takeover", "tell", "whisper", "end", "close"]
+"""The operator commands `OsviClient.support` sends (None: a plain operator message)."""
+
 
 @attrs.frozen(slots=True, kw_only=True)
 class SessionMetadata:
     """The free-form parts of a session (`ChatSession.metadata`).
+
+    The mappings are read-only at the top level; values nested in them are as decoded.
 
     Attributes:
         input_fields: Facts about the customer given when the session was created
@@ -95,6 +101,9 @@ class MessageReply:
         state: The conversation state after the turn.
         mode: "ai" or "support".
         help_requested: True when the customer asked for a human (or the agent escalated).
+        possible_duplicate: True when the message was sent again after an attempt that may
+            have delivered it (only with `RetryPolicy(retry_ambiguous=True)`): the customer
+            may have seen the exchange twice.
     """
 
     session_id: str
@@ -102,6 +111,7 @@ class MessageReply:
     state: str | None = None
     mode: str | None = None
     help_requested: bool = False
+    possible_duplicate: bool = False
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -114,8 +124,9 @@ class SupportResult:
         command: The command applied, or None for a plain operator message.
         reply: The agent's reply, for `tell`.
         active_human: The operator now holding the session, for `takeover`.
-        possible_duplicate: True when a `whisper` was retried after an attempt that may
-            have applied it: the guidance may be there twice.
+        possible_duplicate: True when a `whisper` (or, with `retry_ambiguous=True`, any
+            message-carrying command) was sent again after an attempt that may have applied
+            it: it may be there twice.
     """
 
     session_id: str

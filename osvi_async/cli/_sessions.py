@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Coroutine, Iterable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import click
 
-from osvi_async import ChatSession, MessageReply, NotFoundError, OsviError, SupportResult
+from osvi_async import (
+    ChatSession,
+    MessageReply,
+    NotFoundError,
+    OsviError,
+    SupportCommand,
+    SupportResult,
+)
 from osvi_async.cli._common import (
     EXIT_NO_ACTIVE_SESSION,
     Output,
@@ -264,7 +271,8 @@ def support(
 
     async def call() -> SupportResult:
         async with make_client(token, base_url, timeout) as client:
-            return await client.support(session_id, command, text)
+            # click.Choice admitted only the commands SupportCommand names.
+            return await client.support(session_id, cast("SupportCommand | None", command), text)
 
     output = Output(token)
     result = _run(call(), output)

@@ -220,6 +220,18 @@ async def test_create_session_validation_error_lists_every_problem(
         ({"agent_uuid": AGENT, "customer_id": CUSTOMER, "context": "one"}, "list of strings"),
         ({"agent_uuid": AGENT, "customer_id": CUSTOMER, "context": ["a", " "]}, "context"),
         ({"agent_uuid": "\ud800", "customer_id": CUSTOMER}, "not valid Unicode"),
+        ({"agent_uuid": AGENT, "customer_id": "a\nb"}, "printable"),
+        ({"agent_uuid": "\u200b", "customer_id": CUSTOMER}, "printable"),
+        ({"agent_uuid": AGENT, "customer_id": "x" * 1001}, "at most 1000 characters"),
+        (
+            {"agent_uuid": AGENT, "customer_id": CUSTOMER, "input_fields": {"a": float("nan")}},
+            "input_fields cannot be sent as JSON",
+        ),
+        (
+            {"agent_uuid": AGENT, "customer_id": CUSTOMER, "input_fields": {"a": "x" * 2_000_000}},
+            "input_fields is .* bytes of JSON, more than max_context_bytes",
+        ),
+        ({"agent_uuid": AGENT, "customer_id": CUSTOMER, "context": ["a", None]}, r"context\[1\]"),
     ],
 )
 async def test_create_session_refuses_bad_input_before_the_wire(
@@ -382,7 +394,11 @@ async def test_send_message_is_not_retried_after_a_dropped_connection(
         await client.send_message(AGENT, CUSTOMER, "Hi")
     assert len(sent(mocked, "POST", INBOUND_URL)) == 1
     assert caught.value.may_have_been_applied is True
-    assert "check the session (get_active_session)" in str(caught.value)
+    assert str(caught.value).startswith(
+        "send_message for customer '+15551112222' with agent 'agent_IsZ3Q6Sf_60Eh26XQMGbz-R_og':"
+        " Connection failed after the request was sent"
+    )
+    assert "may show the customer the exchange twice" in str(caught.value)
 
 
 async def test_send_message_missing_reply_names_the_key(
@@ -483,6 +499,8 @@ async def test_support_refuses_bad_commands_before_the_wire(
         ("takeover", "joining", 1, None),  # the message may reach the customer: not retried
         ("tell", "guidance", 1, None),
         (None, "hello", 1, None),
+        ("end", "Handing you back to our assistant", 1, None),  # the message reaches the customer
+        ("close", "Goodbye", 1, None),
     ],
 )
 async def test_support_retry_class_per_command(
@@ -500,7 +518,7 @@ async def test_support_retry_class_per_command(
         with pytest.raises(EngineError) as caught:
             await client.support(SESSION_ID, command, message)
         assert caught.value.may_have_been_applied is True
-        assert "check the conversation" in str(caught.value)
+        assert "may show" in str(caught.value)
     else:
         result = await client.support(SESSION_ID, command, message)
         assert result.possible_duplicate is possible_duplicate
@@ -516,7 +534,7 @@ async def test_close_retried_into_a_404_says_it_may_already_be_closed(
     with pytest.raises(NotFoundError) as caught:
         await client.close_session(SESSION_ID)
     assert caught.value.may_have_been_applied is True
-    assert "may already have closed the session" in str(caught.value)
+    assert "may already be closed by the request that failed" in str(caught.value)
     assert len(sent(mocked, "POST", SUPPORT_URL)) == 2
 
 
@@ -716,3 +734,104 @@ async def test_a_token_echoed_into_a_reply_is_redacted(
     reply = await client.send_message(AGENT, CUSTOMER, "Hi")
     assert TOKEN not in repr(reply)
     assert reply.reply == "your header was [REDACTED]"
+
+
+async def test_create_session_sends_big_integers_in_input_fields(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """Any JSON number is fine in input_fields, even one past 64 bits."""
+    mocked.post(CREATE_URL, payload=ok(session_json()))
+    await client.create_session(AGENT, CUSTOMER, input_fields={"order": 2**70})
+    [request] = sent(mocked, "POST", CREATE_URL)
+    assert b'"order":1180591620717411303424' in request.kwargs["data"]
+
+
+async def test_content_and_message_are_held_to_max_context_bytes(mocked: aioresponses) -> None:
+    """A message over the limit is refused before the upload, like a context."""
+    async with OsviClient(TOKEN, base_url=BASE_URL, max_context_bytes=10) as client:
+        with pytest.raises(ClientValidationError, match="content is 11 bytes"):
+            await client.send_message(AGENT, CUSTOMER, "x" * 11)
+        with pytest.raises(ClientValidationError, match="message is 11 bytes"):
+            await client.support(SESSION_ID, "tell", "x" * 11)
+    assert not mocked.requests
+
+
+async def test_the_lookup_keeps_to_the_calls_own_retry_policy(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """retry=RetryPolicy.none() on inject_context_for_customer: one lookup, not four."""
+    mocked.get(ACTIVE_URL, status=503, body="busy", repeat=True)
+    with pytest.raises(ServerError) as caught:
+        await client.inject_context_for_customer(CUSTOMER, AGENT, "note", retry=RetryPolicy.none())
+    assert caught.value.attempts == 1
+    assert len(sent(mocked, "GET", ACTIVE_URL)) == 1
+
+
+async def test_a_looked_up_session_that_is_not_a_uuid_is_never_requested(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """An active session named "../admin" is refused before any path is built from it."""
+    mocked.get(ACTIVE_URL, payload=ok(session_json("../../admin?x=1")))
+    with pytest.raises(ResponseDecodeError, match="not a session UUID"):
+        await client.inject_context_for_customer(CUSTOMER, AGENT, "note")
+    assert [key for key in mocked.requests if key[0] == "POST"] == []
+
+
+async def test_a_message_to_a_named_session_does_not_fill_the_cache(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """send_message(session_id=...) says nothing about the pair's active session."""
+    reply = ok({"session_id": OTHER_SESSION, "reply": "hi"})
+    mocked.post(INBOUND_URL, payload=reply)
+    mocked.get(ACTIVE_URL, payload=ok(session_json()))
+    mocked.post(inject_url(SESSION_ID), payload=inject_ok())
+    await client.send_message(AGENT, CUSTOMER, "hi", session_id=OTHER_SESSION)
+    result = await client.inject_context_for_customer(CUSTOMER, AGENT, "note")
+    assert result.session_id == SESSION_ID
+    assert len(sent(mocked, "GET", ACTIVE_URL)) == 1
+
+
+async def test_a_reply_from_another_session_than_the_one_named_is_refused(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """The answer is not for our request: a decode error, maybe applied."""
+    mocked.post(INBOUND_URL, payload=ok({"session_id": OTHER_SESSION, "reply": "hi"}))
+    with pytest.raises(ResponseDecodeError) as caught:
+        await client.send_message(AGENT, CUSTOMER, "hi", session_id=SESSION_ID)
+    assert caught.value.may_have_been_applied is True
+
+
+async def test_retry_ambiguous_true_flags_a_resent_message(
+    client: OsviClient, mocked: aioresponses, fake_sleep: FakeSleep
+) -> None:
+    """Overriding at most once leaves a trace: the reply says it may be a duplicate."""
+    mocked.post(INBOUND_URL, **MAYBE_APPLIED)
+    mocked.post(INBOUND_URL, payload=ok({"session_id": SESSION_ID, "reply": "hi"}))
+    policy = RetryPolicy(retry_ambiguous=True, sleep=fake_sleep)
+    reply = await client.send_message(AGENT, CUSTOMER, "hi", retry=policy)
+    assert reply.possible_duplicate is True
+
+
+async def test_a_support_answer_for_another_command_is_refused(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """A close answered as an end answers some other request."""
+    mocked.post(SUPPORT_URL, payload=support_ok("end"))
+    with pytest.raises(ResponseDecodeError, match="not the 'close' this request sent"):
+        await client.close_session(SESSION_ID)
+
+
+def test_one_deadline_covers_the_lookup_and_the_inject() -> None:
+    """What the lookup used is gone for the inject; past the deadline nothing more is sent."""
+    import time
+
+    from osvi_async._client import _deadline_left
+
+    policy = RetryPolicy(deadline=10.0)
+    assert _deadline_left(RetryPolicy(), time.monotonic()).deadline is None
+    left = _deadline_left(policy, time.monotonic() - 4.0).deadline
+    assert left is not None
+    assert 5.9 < left <= 6.0
+    with pytest.raises(APITimeoutError) as caught:
+        _deadline_left(policy, time.monotonic() - 10.5)
+    assert caught.value.request_sent is False
