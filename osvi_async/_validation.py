@@ -88,9 +88,16 @@ def check_text(name: str, value: object, *, max_bytes: int | None = None) -> str
 
 
 def check_identifier(name: str, value: object) -> str:
-    """Return an identifier (`customer_id`, `agent_uuid`) as a plain str: non-blank, printable
-    (no control, zero-width or other invisible characters), at most 1000 characters."""
+    """Return an identifier (`customer_id`, `agent_uuid`) as a plain str: non-blank, without
+    leading or trailing whitespace, printable (no control, zero-width or other invisible
+    characters), at most 1000 characters."""
     value = check_text(name, value)
+    if value != value.strip():
+        # " cus5 " is another customer than "cus5": padding is almost always a slip, and
+        # silently sending it would open or address the wrong customer's session.
+        raise ClientValidationError(
+            f"{name} must not start or end with whitespace, got {_excerpt(value)}"
+        )
     if not value.isprintable():
         raise ClientValidationError(
             f"{name} must be printable text, without control or invisible characters, "

@@ -221,6 +221,7 @@ async def test_create_session_validation_error_lists_every_problem(
         ({"agent_uuid": AGENT, "customer_id": CUSTOMER, "context": ["a", " "]}, "context"),
         ({"agent_uuid": "\ud800", "customer_id": CUSTOMER}, "not valid Unicode"),
         ({"agent_uuid": AGENT, "customer_id": "a\nb"}, "printable"),
+        ({"agent_uuid": AGENT, "customer_id": " cus5 "}, "must not start or end with whitespace"),
         ({"agent_uuid": "\u200b", "customer_id": CUSTOMER}, "printable"),
         ({"agent_uuid": AGENT, "customer_id": "x" * 1001}, "at most 1000 characters"),
         (
