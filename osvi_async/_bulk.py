@@ -34,6 +34,7 @@ from typing import Final, Self, cast
 
 import attrs
 
+from osvi_async._addressing import AddressWindow
 from osvi_async._call import call
 from osvi_async._config import RetryPolicy
 from osvi_async._endpoints import INJECT_CONTEXT
@@ -45,19 +46,15 @@ from osvi_async._lanes import (
     OnSend,
     StopSignal,
     as_request,
+    checked_item,
     held_outcome,
+    pair_lane,
     refused_for_good,
     stopped_outcome,
 )
 from osvi_async._retry import logger
 from osvi_async._sessions import SessionCache, inject_for_customer
 from osvi_async._transport import Transport
-from osvi_async._validation import (
-    check_context,
-    check_identifier,
-    check_session_id,
-    encode_inject_body,
-)
 from osvi_async.errors import (
     ClientClosedError,
     ClientValidationError,
@@ -101,6 +98,10 @@ class _Engine:
         self._url_for = url_for
         self._sessions = sessions
         self._look_up = look_up
+        # Items addressed by customer wait here for their session, in input order.
+        self._window = AddressWindow(
+            sessions, self._run_look_up, url_for, limit=max(1, concurrency)
+        )
         self._max_context_bytes = max_context_bytes
         self._items = items
         self._concurrency = concurrency
@@ -208,6 +209,8 @@ class _Engine:
             if self._tasks:
                 self._tasks[0].cancel()  # the feeder: pull nothing more
             self._input_exhausted = True
+            for item in self._window.take_all():
+                self._stopped.append(stopped_outcome(item))  # pulled, never admitted
             for item in self._take_queued():
                 self._stopped.append(stopped_outcome(item))
                 self._unfinished -= 1
@@ -262,6 +265,7 @@ class _Engine:
         self._stopped.extend(stopped_outcome(item) for item in self._in_flight.values())
         self._in_flight.clear()
         self._stopped.extend(stopped_outcome(item) for item in self._take_queued())
+        self._stopped.extend(stopped_outcome(item) for item in self._window.take_all())
         self._lanes.clear()
         self.leftovers = _by_index(self._stopped)
         self._outcomes.put_nowait(_END)
@@ -281,58 +285,105 @@ class _Engine:
             if isinstance(self._items, AsyncIterable):
                 async_items = aiter(self._items)
                 while not self.draining:
-                    if self._open >= self._max_pending:
-                        await self._wait_for_room()
+                    await self._make_room()
                     try:
                         raw = await anext(async_items)
                     except StopAsyncIteration:
                         break
-                    self._admit(raw)
+                    self._pull(raw)
             else:
                 items = iter(self._items)
                 while not self.draining:
-                    if self._open >= self._max_pending:
-                        await self._wait_for_room()
+                    await self._make_room()
                     try:
                         raw = next(items)
                     except StopIteration:
                         break
-                    self._admit(raw)
+                    self._pull(raw)
+            while not self._window.empty and not self.draining:
+                await self._window.wait()
+                self._release()
         except Exception as exc:
             self._input_error = exc
+            # What was pulled before the input failed still goes out (or is accounted).
+            for item in self._window.take_all():
+                self._stopped.append(stopped_outcome(item))
         if self.draining:
             return  # the drain ended the input and ends the run
         self._input_exhausted = True
         if self._unfinished == 0:
             self._outcomes.put_nowait(_END)
 
+    async def _make_room(self) -> None:
+        """Before pulling: wait for the first lookup when as many run as allowed, or when
+        the items pulled and not handed over are all waiting behind it; then for the caller
+        to take outcomes."""
+        while True:
+            self._release()
+            if not self._window.empty and (self._window.full or self._open >= self._max_pending):
+                await self._window.wait()  # the window's first item has to move first
+                continue
+            if self._open >= self._max_pending:
+                await self._wait_for_room()
+            return
+
+    async def _run_look_up(self, customer_id: str, agent_uuid: str) -> str:
+        # The run's timeout and policy (its backoff ends at once on a drain).
+        return await self._look_up(customer_id, agent_uuid, self._timeout, self._policy)
+
     async def _wait_for_room(self) -> None:
         while self._open > self._refill_below:
             self._room.clear()
             await self._room.wait()
 
-    def _admit(self, raw: object) -> None:
+    def _pull(self, raw: object) -> None:
+        """Count one input item; an invalid one ends here, a valid one joins the window."""
         index = self._pulled
         self._pulled += 1
         self._open += 1
         request: InjectRequest | CustomerInjectRequest | None = None
         try:
             request = as_request(raw)
-            item = self._item(index, request)
+            item = checked_item(index, request, self._url_for, self._max_context_bytes)
         except ClientValidationError as exc:
             self.failed += 1
             self.invalid += 1
             self._outcomes.put_nowait(InjectOutcome(index, request, ok=False, error=exc))
             return
+        if self._window.empty and isinstance(item.request, InjectRequest):
+            self._admit(item)  # the common case: nothing to wait for
+            return
+        self._window.add(item)
+        self._release()
+
+    def _release(self) -> None:
+        """Admit the items at the front of the window whose session is known, in order."""
+        for item, error in self._window.ready():
+            if error is None:
+                self._admit(item)
+                continue
+            # The lookup failed: the item fails unsent, and, unless the failure is final
+            # (no active session), later items of the pair are held behind it.
+            self.failed += 1
+            self._outcomes.put_nowait(
+                InjectOutcome(item.index, item.request, ok=False, error=error)
+            )
+            if self._hold and not refused_for_good(error):
+                self._blocked[item.lane] = item.index
+
+    def _admit(self, item: Item) -> None:
+        """Put an item whose session is known into its session's lane (or hold it)."""
         request = item.request
         if self.draining:  # pulled as the drain began (the input itself drained the run)
             self._stopped.append(stopped_outcome(item))
             return
         if self._blocked:
             waiting_for = self._blocked.get(item.lane)
+            if waiting_for is None and isinstance(request, CustomerInjectRequest):
+                waiting_for = self._blocked.get(pair_lane(request))
             if waiting_for is not None:
                 self.held += 1
-                self._outcomes.put_nowait(held_outcome(index, request, waiting_for))
+                self._outcomes.put_nowait(held_outcome(item.index, request, waiting_for))
                 return
         self._unfinished += 1
         lane = self._lanes.get(item.lane)
@@ -342,37 +393,11 @@ class _Engine:
         else:
             lane.append(item)
 
-    def _item(self, index: int, request: InjectRequest | CustomerInjectRequest) -> Item:
-        """The checked item; raises ClientValidationError for an invalid request.
-
-        A str subclass is copied to a plain str by the checks: from then on only the checked
-        copy is used (lane key, URL, logs), never the caller's own methods.
-        """
-        context = check_context(request.context)
-        body = encode_inject_body(context, self._max_context_bytes)
-        if isinstance(request, InjectRequest):
-            session_id = check_session_id(request.session_id)
-            if session_id is not request.session_id or context is not request.context:
-                request = attrs.evolve(request, session_id=session_id, context=context)
-            # UUIDs are case-insensitive: two spellings of one session share one lane.
-            return Item(index, request, self._url_for(session_id), body, session_id.lower())
-        customer_id = check_identifier("customer_id", request.customer_id)
-        agent_uuid = check_identifier("agent_uuid", request.agent_uuid)
-        if (
-            customer_id is not request.customer_id
-            or agent_uuid is not request.agent_uuid
-            or context is not request.context
-        ):
-            request = attrs.evolve(
-                request, customer_id=customer_id, agent_uuid=agent_uuid, context=context
-            )
-        # A NUL cannot start a session id, so customer lanes never meet session lanes.
-        return Item(index, request, "", body, f"\0{customer_id}\0{agent_uuid}")
-
     async def _send_for_customer(
         self, item: Item, request: CustomerInjectRequest, gate: ItemGate
     ) -> InjectContextResult:
-        """Inject an item addressed by customer: look its session up (cached), then send."""
+        """Inject an item addressed by customer into the session found for it; if that one
+        was closed meanwhile, into the pair's new one (looked up once more)."""
 
         async def inject(session_id: str) -> InjectContextResult:
             item.session_id, item.url = session_id, self._url_for(session_id)
@@ -389,12 +414,13 @@ class _Engine:
                 resent=request.may_have_been_applied,
             )
 
-        async def look_up(customer_id: str, agent_uuid: str) -> str:
-            # The run's timeout and policy (its backoff ends at once on a drain).
-            return await self._look_up(customer_id, agent_uuid, self._timeout, self._policy)
-
         return await inject_for_customer(
-            self._sessions, request.customer_id, request.agent_uuid, look_up, inject
+            self._sessions,
+            request.customer_id,
+            request.agent_uuid,
+            self._run_look_up,
+            inject,
+            known=item.session_id,
         )
 
     async def _work(self) -> None:
@@ -467,6 +493,8 @@ class _Engine:
             if self._hold and (error is None or not refused_for_good(error)):
                 # Later items of this session would overtake this one: hold them all.
                 self._blocked[item.lane] = item.index
+                if isinstance(item.request, CustomerInjectRequest):
+                    self._blocked.setdefault(pair_lane(item.request), item.index)
                 if lane:
                     self._hold_lane(lane, item.index)
                 lane = None

@@ -664,10 +664,9 @@ class OsviClient:
         - exactly one outcome per input item; a failure (including an invalid item) is an
           outcome, never an exception that ends the run;
         - entries for one session are sent one at a time, in input order; different sessions
-          proceed in parallel, so a slow or retrying session delays only itself; entries
-          addressed by customer (`CustomerInjectRequest`) keep the input order of each
-          (customer_id, agent_uuid) pair the same way, but not relative to `InjectRequest`s
-          naming that pair's session directly: address one session one way within a run;
+          proceed in parallel, so a slow or retrying session delays only itself; an item
+          addressed by customer (`CustomerInjectRequest`) joins its session's lane once its
+          session is looked up, in input order, so mixing both addresses keeps the order;
         - when an item fails in a way a later attempt could fix (not a 400, 404, an engine
           refusal ...), the later items of its session are *held*: not sent, yielded with
           `ItemHeldError(waiting_for=<its index>)`, so that resending them after it keeps the

@@ -12,9 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import attrs
+
 from osvi_async._flow import FlowControl
 from osvi_async._retry import may_have_been_applied
-from osvi_async._validation import check_bool
+from osvi_async._validation import (
+    check_bool,
+    check_context,
+    check_identifier,
+    check_session_id,
+    encode_inject_body,
+)
 from osvi_async.errors import (
     APIStatusError,
     ClientValidationError,
@@ -94,6 +102,44 @@ class Item:
         self.attempts_started = 0
         self.on_the_wire = False  # an attempt was let through and has not ended yet
         self.maybe_applied = False  # an ended attempt may have applied the entry
+
+
+def pair_lane(request: CustomerInjectRequest) -> str:
+    """The lane (and hold) key of a (customer, agent) pair; a NUL never starts a session id."""
+    return f"\0{request.customer_id}\0{request.agent_uuid}"
+
+
+def checked_item(
+    index: int,
+    request: AnyRequest,
+    url_for: Callable[[str], str],
+    max_context_bytes: int,
+) -> Item:
+    """The item for a request, checked; raises ClientValidationError for an invalid one.
+
+    A str subclass is copied to a plain str by the checks: from then on only the checked
+    copy is used (lane key, URL, logs), never the caller's own methods.
+    """
+    context = check_context(request.context)
+    body = encode_inject_body(context, max_context_bytes)
+    if isinstance(request, InjectRequest):
+        session_id = check_session_id(request.session_id)
+        if session_id is not request.session_id or context is not request.context:
+            request = attrs.evolve(request, session_id=session_id, context=context)
+        # UUIDs are case-insensitive: two spellings of one session share one lane.
+        return Item(index, request, url_for(session_id), body, session_id.lower())
+    customer_id = check_identifier("customer_id", request.customer_id)
+    agent_uuid = check_identifier("agent_uuid", request.agent_uuid)
+    if (
+        customer_id is not request.customer_id
+        or agent_uuid is not request.agent_uuid
+        or context is not request.context
+    ):
+        request = attrs.evolve(
+            request, customer_id=customer_id, agent_uuid=agent_uuid, context=context
+        )
+    # Until its session is known, the item's lane is its pair's (see _addressing).
+    return Item(index, request, "", body, pair_lane(request))
 
 
 def _stop_error() -> RunStoppedError:

@@ -43,6 +43,15 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def cached(self, customer_id: str, agent_uuid: str) -> str | None:
+        """The pair's session id if it is cached and fresh, without looking anything up."""
+        key = (customer_id, agent_uuid)
+        cached = self._entries.get(key)
+        if cached is None or self._clock() >= cached[1]:
+            return None
+        self._entries.move_to_end(key)
+        return cached[0]
+
     async def session_id(self, customer_id: str, agent_uuid: str, lookup: Lookup) -> str:
         """The pair's active session id.
 
@@ -125,14 +134,19 @@ async def inject_for_customer(
     agent_uuid: str,
     lookup: Lookup,
     send: Callable[[str], Awaitable[InjectContextResult]],
+    *,
+    known: str | None = None,
 ) -> InjectContextResult:
-    """`send(session_id)` to the pair's active session, looking it up once more if the one
-    used was closed meanwhile (404 `session_not_found`, certainly not applied).
+    """`send(session_id)` to the pair's active session (`known` when it was looked up
+    already), looking it up once more if the one used was closed meanwhile (404
+    `session_not_found`, certainly not applied).
 
     A looked-up id that is not a session UUID is refused (`ResponseDecodeError`) rather than
     put into a request path.
     """
-    session_id = _usable(await cache.session_id(customer_id, agent_uuid, lookup))
+    if known is None:
+        known = await cache.session_id(customer_id, agent_uuid, lookup)
+    session_id = _usable(known)
     try:
         return await send(session_id)
     except NotFoundError as error:
