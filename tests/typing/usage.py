@@ -40,6 +40,7 @@ from osvi_async import (
     RetryEvent,
     RetryPolicy,
     RunStoppedError,
+    SupportCommand,
     SupportResult,
     models,
 )
@@ -237,7 +238,10 @@ async def converse(client: OsviClient, text: str) -> str:
     again: MessageReply = await client.send_message(
         AGENT, CUSTOMER, "thanks", session_id=session_id, retry=RetryPolicy(retry_ambiguous=True)
     )
-    return f"{state} {mode} {again.reply}"
+    resent: bool = again.possible_duplicate
+    closing: SupportCommand = "close"
+    await client.support(session_id, closing, "Goodbye")
+    return f"{state} {mode} {again.reply} {resent}"
 
 
 async def note_for_customer(client: OsviClient, customer_id: str, summary: str) -> int:
