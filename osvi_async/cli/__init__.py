@@ -19,10 +19,24 @@ from typing import Final
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 _SHOW_CURSOR: Final = b"\x1b[?25h"  # a live progress bar hides it on a terminal
+_stop_note: str | None = None
+
+
+def set_stop_note(note: str | None) -> None:
+    """What a stop signal's line adds from now on (None: nothing).
+
+    A command sets it right before a state-changing request may go out: a stop then cannot
+    say whether the request was applied, so its line says it may have been, and how to check.
+    """
+    global _stop_note  # noqa: PLW0603 - read by the signal handler, which takes no arguments
+    _stop_note = note
 
 
 def stop_now(signum: int, frame: FrameType | None = None) -> None:
     """Exit at once with one line: `error: stopped by SIGINT` (130) or `SIGTERM` (143).
+
+    While a state-changing request may be in flight, the line goes on with the note its
+    command set (`set_stop_note`): that it may have been applied, and how to check.
 
     Exits with `os._exit`, so no exception travels through whatever code the signal
     interrupted (an import, a `finally`, the interpreter's shutdown). What was already
@@ -38,7 +52,8 @@ def stop_now(signum: int, frame: FrameType | None = None) -> None:
     try:
         if os.isatty(2):
             os.write(2, _SHOW_CURSOR)
-        os.write(2, f"error: stopped by {name}\n".encode())
+        note = f"; {_stop_note}" if _stop_note else ""
+        os.write(2, f"error: stopped by {name}{note}\n".encode(errors="backslashreplace"))
     finally:
         os._exit(128 + signum)
 
@@ -85,4 +100,11 @@ def main() -> None:
     exit_now(run())
 
 
-__all__ = ["STOP_SIGNALS", "exit_now", "install_stop_handlers", "main", "stop_now"]
+__all__ = [
+    "STOP_SIGNALS",
+    "exit_now",
+    "install_stop_handlers",
+    "main",
+    "set_stop_note",
+    "stop_now",
+]

@@ -9,6 +9,7 @@ are one line on stderr, never a traceback, and never contain the token.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,6 +37,9 @@ from osvi_async.cli._common import (
     EXIT_USAGE,
     Output,
     api_options,
+    before_sending,
+    check_by_customer,
+    check_by_session,
     error_exit,
     fail,
     json_option,
@@ -46,6 +50,7 @@ from osvi_async.cli._common import (
 )
 from osvi_async.cli._demo import DemoSettings, run_demo
 from osvi_async.cli._options import MAX_CONCURRENCY, FiniteFloat, usage_line
+from osvi_async.cli._output import OutputError, guard_stdout, visible
 from osvi_async.cli._progress import BulkProgress, logs_on
 from osvi_async.cli._report import (
     InputIdentity,
@@ -71,7 +76,30 @@ main.add_command(support)
 
 
 def run(args: Sequence[str] | None = None) -> int:
-    """Run a command; returns its exit code. Usage errors are one line on stderr (exit 2)."""
+    """Run a command; returns its exit code. Every error is one line on stderr, never a trace.
+
+    Usage errors are exit 2. Output that cannot be written (a full disk, a closed stdout) is
+    `error: cannot write output: REASON`, exit 1; a reader that went away (EPIPE, as with
+    `| head -c1`) is exit 1 without a line, as Unix tools do. Anything unexpected is
+    `error: internal error: TYPE: MESSAGE` (the token redacted), exit 1.
+    """
+    guard_stdout()
+    try:
+        code = _run_click(args)
+        sys.stdout.flush()  # a failure shows now, while it can still be reported
+    except OutputError as error:
+        if not error.broken_pipe:
+            click.echo(f"error: cannot write output: {error.reason}", err=True)
+        return EXIT_FAILED
+    except Exception as error:  # the last resort: one line, never a traceback
+        text = Output(_given_token(args), results=False).redact(visible(str(error)))
+        click.echo(f"error: internal error: {type(error).__name__}: {text}", err=True)
+        return EXIT_FAILED
+    return code
+
+
+def _run_click(args: Sequence[str] | None) -> int:
+    """Run the command through click; its usage errors and exits as one line and a code."""
     try:
         code = main.main(args, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
@@ -81,12 +109,23 @@ def run(args: Sequence[str] | None = None) -> int:
         click.echo(usage_line(error), err=True)
         return EXIT_USAGE
     except click.ClickException as error:
-        click.echo(f"error: {' '.join(error.format_message().split())}", err=True)
+        click.echo(f"error: {visible(error.format_message())}", err=True)
         return error.exit_code
     except click.Abort:
         click.echo("error: aborted", err=True)
         return EXIT_FAILED
     return code if isinstance(code, int) else 0
+
+
+def _given_token(args: Sequence[str] | None) -> str | None:
+    """The token this command was given (`--token`, else $OSVI_API_TOKEN), for redaction."""
+    words = list(sys.argv[1:] if args is None else args)
+    for number, word in enumerate(words):
+        if word == "--token" and number + 1 < len(words):
+            return words[number + 1]
+        if word.startswith("--token="):
+            return word.removeprefix("--token=")
+    return os.environ.get("OSVI_API_TOKEN") or None
 
 
 @main.command()
@@ -116,9 +155,14 @@ def inject(
     )
     text = arguments[-1]
     output = Output(token)
+    if customer_id is not None and agent_uuid is not None:
+        check = check_by_customer(customer_id, agent_uuid, repeats=True)
+    else:
+        check = check_by_session(arguments[0], repeats=True)
 
     async def send() -> InjectContextResult:
         async with make_client(token, base_url, timeout) as client:
+            before_sending(check)
             if customer_id is not None and agent_uuid is not None:
                 return await client.inject_context_for_customer(customer_id, agent_uuid, text)
             return await client.inject_context(arguments[0], text)
@@ -129,14 +173,14 @@ def inject(
         if by_customer and not error.may_have_been_applied:  # else: exit 1, saying so
             message = no_active_session(customer_id or "", agent_uuid)
             raise output.fail(message, EXIT_NO_ACTIVE_SESSION) from None
-        raise error_exit(error, output) from None
+        raise error_exit(error, output, check=check) from None
     except OsviError as error:
-        raise error_exit(error, output) from None
+        raise error_exit(error, output, check=check) from None
     if as_json:
         shown: dict[str, object] = {"session_id": result.session_id}
         if by_customer:
             shown |= {"customer_id": customer_id, "agent_uuid": agent_uuid}
-        output.line(json.dumps(shown | {"context": list(result.context)}))
+        output.json(json.dumps(shown | {"context": list(result.context)}))
     else:
         for number, entry in enumerate(result.context, start=1):
             output.line(f"{number}. {entry}")

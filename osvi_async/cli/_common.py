@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
+import attrs
 import click
 
 from osvi_async import (
@@ -25,8 +28,9 @@ from osvi_async import (
     OsviClient,
     OsviError,
 )
-from osvi_async.cli import install_stop_handlers
+from osvi_async.cli import install_stop_handlers, set_stop_note
 from osvi_async.cli._options import FiniteFloat
+from osvi_async.cli._output import CLOSED, OutputError, stdout_closed, visible, visible_json
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,10 +67,20 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 class Output:
-    """Prints a command's lines with the API token redacted, whatever a server echoed."""
+    """Prints a command's lines with the API token redacted, whatever a server echoed.
 
-    def __init__(self, token: str | None) -> None:
-        """Redact `token` (None or empty: nothing to redact) from every line printed."""
+    Text for a person has its control characters escaped (`visible`), JSON its unsafe ones
+    written as `\\uXXXX` (`visible_json`); nothing else is changed, so every value shows as is.
+    """
+
+    def __init__(self, token: str | None, *, results: bool = True) -> None:
+        """Redact `token` (None or empty: nothing to redact) from every line printed.
+
+        `results`: the command prints its result on stdout, so a closed stdout is refused
+        now (`OutputError`), before anything is sent, rather than after the call succeeded.
+        """
+        if results and stdout_closed():
+            raise OutputError(CLOSED)
         # The token as printed, and as JSON spells it inside a string (--json output).
         forms = {token, json.dumps(token, ensure_ascii=False)[1:-1]} if token else set()
         self._forms = sorted(forms, key=len, reverse=True)
@@ -79,33 +93,89 @@ class Output:
         return text
 
     def line(self, text: str = "") -> None:
-        """One line (or several, for a multi-line value) on stdout."""
-        click.echo(self.redact(text))
+        """One line for a person on stdout, control characters escaped."""
+        click.echo(self.redact(visible(text)))
+
+    def json(self, text: str) -> None:
+        """One line of JSON on stdout (already encoded), unsafe characters as JSON escapes."""
+        click.echo(self.redact(visible_json(text)))
 
     def fail(self, message: str, code: int) -> click.exceptions.Exit:
-        """Print `error: message` on stderr as one line; returns the exit to raise."""
-        click.echo(f"error: {' '.join(self.redact(message).split())}", err=True)
+        """Print `error: message` on stderr as one line; returns the exit to raise.
+
+        The message is printed as is, with control characters escaped (a newline as `\\n`),
+        so an id or a server's text shows exactly, spaces included.
+        """
+        click.echo(f"error: {self.redact(visible(message))}", err=True)
         return click.exceptions.Exit(code)
 
 
 def fail(message: str, code: int) -> click.exceptions.Exit:
     """Print `error: message` on stderr; returns the exit to raise (no token to redact)."""
-    return Output(None).fail(message, code)
+    return Output(None, results=False).fail(message, code)
+
+
+@attrs.frozen
+class Check:
+    """How to tell whether a state-changing call that may have been applied was.
+
+    Attributes:
+        how: What to run or do to check (a command, or a sentence when there is none).
+        repeats: The call is retried after an attempt that may have been applied (inject,
+            whisper: at least once), so every attempt may have applied it.
+    """
+
+    how: str
+    repeats: bool = False
+
+    def note(self, attempts: int) -> str:
+        """`may have been applied[, possibly N times]; to check: HOW`, for an error line."""
+        times = f", possibly more than once ({attempts} attempts)" if self.repeats else ""
+        return f"may have been applied{times if attempts > 1 else ''}; to check: {self.how}"
+
+    def stop_note(self) -> str:
+        """What a stop signal's line adds while the call is in flight."""
+        times = " (more than once, if it was retried)" if self.repeats else ""
+        return f"the request was in flight and may have been applied{times}; to check: {self.how}"
+
+
+def check_by_customer(customer_id: str, agent_uuid: str, *, repeats: bool = False) -> Check:
+    """Check with `osvi-async session get --customer C --agent A` (ids shell-quoted)."""
+    customer, agent = shlex.quote(customer_id), shlex.quote(agent_uuid)
+    return Check(f"osvi-async session get --customer {customer} --agent {agent}", repeats)
+
+
+def check_by_session(session_id: str, *, repeats: bool = False) -> Check:
+    """There is no lookup by session id: say so, and how to look the session up instead."""
+    return Check(
+        "osvi-async session get --customer C --agent A with session "
+        f"{session_id}'s customer and agent (the API has no lookup by session id)",
+        repeats,
+    )
+
+
+def before_sending(check: Check) -> None:
+    """From now on a stop signal's line says the request may have been applied, and how to
+    check (`osvi_async.cli.stop_now`). Call right before a state-changing call."""
+    set_stop_note(visible(check.stop_note()))
 
 
 def error_exit(
-    error: OsviError, output: Output | None = None, *, recovery: str | None = None
+    error: OsviError, output: Output | None = None, *, check: Check | None = None
 ) -> click.exceptions.Exit:
     """One line for a person, and the exit code for scripts.
 
-    The SDK's message already says what to do (for a failure that may have been applied:
-    how to check before sending again, in the SDK's words); `recovery`, the same check as a
-    command, is added to the line when the failure may have been applied.
+    Whenever the failure may have been applied, the line says so, and how to check (`check`;
+    without one, only that it may have been applied), possibly more than once when the call
+    is retried after such attempts. The SDK's own message may say it in its words too.
     """
-    out = output or Output(None)
+    out = output or Output(None, results=False)
     message = str(error)
-    if recovery is not None and error.may_have_been_applied:
-        message += f"; to check: {recovery}"
+    if error.may_have_been_applied:
+        if check is not None:
+            message += f"; {check.note(error.attempts)}"
+        else:
+            message += "; may have been applied"
     if isinstance(error, ClientValidationError):
         return out.fail(f"invalid input: {message}", EXIT_USAGE)
     if isinstance(error, APIStatusError):
@@ -128,6 +198,14 @@ def make_client(token: str | None, base_url: str | None, timeout: float) -> Osvi
     """The client for one command; no token is a usage error (exit 2), as is a bad option."""
     if not token:
         raise fail("no API token: pass --token or set OSVI_API_TOKEN", EXIT_USAGE)
+    if base_url is None and os.environ.get("OSVI_BASE_URL") == "":
+        # Refused like `--base-url ''`: an empty variable is more likely a slip in a deploy
+        # script than a wish for the production default.
+        raise fail(
+            "OSVI_BASE_URL is set but empty: unset it to use https://api.osvi.ai, "
+            "or set it to the API root",
+            EXIT_USAGE,
+        )
     try:
         return OsviClient(token, base_url=base_url, timeout=timeout)
     except ClientValidationError as error:

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import click
 
+from osvi_async.cli._output import visible
+
 MAX_CONCURRENCY: Final = 10_000
 """The most requests a bulk run keeps in flight (each costs a task and a socket)."""
 
@@ -41,6 +43,6 @@ class FiniteFloat(click.FloatRange):
 
 def usage_line(error: click.UsageError) -> str:
     """A usage error as the one line the command prints: the message and where help is."""
-    message = " ".join(error.format_message().split())
+    message = visible(error.format_message())
     where = error.ctx.command_path if error.ctx is not None else "osvi-async"
     return f"error: {message} (see {where} --help)"

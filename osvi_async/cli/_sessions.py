@@ -12,7 +12,6 @@ check before trying again (look the active session up): neither call is safe to 
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Final, TypeVar, cast
 
@@ -28,8 +27,12 @@ from osvi_async import (
 )
 from osvi_async.cli._common import (
     EXIT_NO_ACTIVE_SESSION,
+    Check,
     Output,
     api_options,
+    before_sending,
+    check_by_customer,
+    check_by_session,
     error_exit,
     json_option,
     make_client,
@@ -110,8 +113,11 @@ def create(
     applied"), look the session up with `session get` before creating another.
     """
 
+    check = check_by_customer(customer_id, agent_uuid)
+
     async def call() -> ChatSession:
         async with make_client(token, base_url, timeout) as client:
+            before_sending(check)
             return await client.create_session(
                 agent_uuid,
                 customer_id,
@@ -120,9 +126,9 @@ def create(
             )
 
     output = Output(token)
-    created = _run(call(), output, recovery=_lookup_command(customer_id, agent_uuid))
+    created = _run(call(), output, check=check)
     if as_json:
-        output.line(dumps(session_json(created)))
+        output.json(dumps(session_json(created)))
     else:
         _print(output, session_lines(created, agent_uuid=agent_uuid))
 
@@ -165,10 +171,10 @@ def get(
         raise output.fail(none_active, EXIT_NO_ACTIVE_SESSION)
     if as_json:
         if agent_uuid is not None:
-            output.line(dumps(session_json(found[agent_uuid])))
+            output.json(dumps(session_json(found[agent_uuid])))
         else:
             shown = {agent: session_json(active) for agent, active in found.items()}
-            output.line(dumps({"customer_id": customer_id, "sessions": shown}))
+            output.json(dumps({"customer_id": customer_id, "sessions": shown}))
         return
     for number, (agent, active) in enumerate(sorted(found.items())):
         if number:
@@ -185,14 +191,17 @@ def close(
 ) -> None:
     """Close session SESSION_ID (the support `close` command); exit 1 if it is not active."""
 
+    check = check_by_session(session_id)
+
     async def call() -> SupportResult:
         async with make_client(token, base_url, timeout) as client:
+            before_sending(check)
             return await client.close_session(session_id)
 
     output = Output(token)
-    result = _run(call(), output)
+    result = _run(call(), output, check=check)
     if as_json:
-        output.line(dumps(support_json(result)))
+        output.json(dumps(support_json(result)))
     else:
         output.line(f"closed session {result.session_id} ({result.state})")
 
@@ -229,16 +238,19 @@ def send(
     such a failure (exit 1, "may have been applied"), check the session before sending again.
     """
 
+    check = check_by_customer(customer_id, agent_uuid)
+
     async def call() -> MessageReply:
         async with make_client(token, base_url, timeout) as client:
+            before_sending(check)
             return await client.send_message(
                 agent_uuid, customer_id, content, session_id=session_id
             )
 
     output = Output(token)
-    reply = _run(call(), output, recovery=_lookup_command(customer_id, agent_uuid))
+    reply = _run(call(), output, check=check)
     if as_json:
-        output.line(dumps(reply_json(reply)))
+        output.json(dumps(reply_json(reply)))
     else:
         _print(output, reply_lines(reply))
 
@@ -269,31 +281,29 @@ def support(
         what = "tell" if command == "tell" else "a plain operator message (no COMMAND)"
         raise click.UsageError(f"--message is required for {what}")
 
+    # whisper is retried after an attempt that may have been applied (the append class).
+    check = check_by_session(session_id, repeats=command == "whisper")
+
     async def call() -> SupportResult:
         async with make_client(token, base_url, timeout) as client:
+            before_sending(check)
             # click.Choice admitted only the commands SupportCommand names.
             return await client.support(session_id, cast("SupportCommand | None", command), text)
 
     output = Output(token)
-    result = _run(call(), output)
+    result = _run(call(), output, check=check)
     if as_json:
-        output.line(dumps(support_json(result)))
+        output.json(dumps(support_json(result)))
     else:
         _print(output, support_lines(result))
 
 
-def _run(coroutine: Coroutine[Any, Any, T], output: Output, *, recovery: str | None = None) -> T:
+def _run(coroutine: Coroutine[Any, Any, T], output: Output, *, check: Check) -> T:
     """Run the call; an SDK error becomes its one line and exit code (see `error_exit`)."""
     try:
         return run_coroutine(coroutine)
     except OsviError as error:
-        raise error_exit(error, output, recovery=recovery) from None
-
-
-def _lookup_command(customer_id: str, agent_uuid: str) -> str:
-    """The command that shows whether a create or send that may have been applied was."""
-    customer, agent = shlex.quote(customer_id), shlex.quote(agent_uuid)
-    return f"osvi-async session get --customer {customer} --agent {agent}"
+        raise error_exit(error, output, check=check) from None
 
 
 def _print(output: Output, lines: Iterable[str]) -> None:
