@@ -329,6 +329,11 @@ def _read_csv(lines: Iterable[str], limit: int) -> Iterator[Record]:
             'the CSV header (line 1) must name the columns "context" and "session_id", '
             'or "context", "customer_id" and "agent_uuid"'
         )
+    twice = sorted({name for name in columns if name and columns.count(name) > 1})
+    if twice:
+        # Which of the two would be the address or the context is a guess: refuse it.
+        named = ", ".join(f'"{name}"' for name in twice)
+        raise InputError(f"the CSV header (line 1) names {named} more than once")
     return _csv_records(rows, _CsvColumns.of(columns))
 
 
@@ -358,7 +363,7 @@ class _CsvColumns:
         return 1 + max(at for at in named if at is not None)
 
     def request(self, row: list[str]) -> tuple[Request | None, str | None]:
-        """The request a row makes, or why it makes none (ids stripped, context as is).
+        """The request a row makes, or why it makes none (ids and context as written).
 
         In a header without customer columns every row is a session row, as before they
         existed (a blank session_id then fails as an invalid item, not as malformed input).
@@ -367,7 +372,10 @@ class _CsvColumns:
         """
 
         def cell(at: int | None) -> str:
-            return row[at].strip() if at is not None else ""
+            # Blank counts as not given; otherwise the id as written: the SDK refuses one
+            # with outer spaces rather than address another customer's session.
+            value = row[at] if at is not None else ""
+            return value if value.strip() else ""
 
         session_id, context = cell(self.session_id), row[self.context]
         if self.customer_id is None and self.agent_uuid is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import attrs
 
 from osvi_async import (
+    APIStatusError,
     CustomerInjectRequest,
     InjectOutcome,
     InjectRequest,
@@ -217,7 +218,7 @@ class _Journal:
             session_id = request.session_id if isinstance(request, InjectRequest) else None
             if isinstance(request, CustomerInjectRequest):
                 customer = (request.customer_id, request.agent_uuid)
-                session_id = outcome.result.session_id if outcome.result is not None else None
+                session_id = _sent_to(outcome)
             self.report.write_outcome(
                 index=record.index,
                 line=record.line,
@@ -278,3 +279,14 @@ async def run_bulk(
             journal.finish(outcome)
         counts.unread = not journal.exhausted
     return counts
+
+
+def _sent_to(outcome: InjectOutcome) -> str | None:
+    """The session a customer row's entry went to, when known: the answer's, or for a failure
+    the API answered (a status error), the session it was for. A connection failure does
+    not say which session the cached lookup picked: None."""
+    if outcome.result is not None:
+        return outcome.result.session_id
+    if isinstance(outcome.error, APIStatusError):
+        return outcome.error.session_id
+    return None

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
+from osvi_async._validation import check_api_token
+from osvi_async.errors import ClientValidationError
 from osvi_async.testing._emulator import DEFAULT_HOST, OsviEmulator
 from osvi_async.testing._faults import ENDPOINT_NAMES, FaultKind, FaultPlan
 
@@ -100,6 +102,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _token(text: str) -> str:
+    """A token the client would accept too (16 printable ASCII characters): serving one that
+    every client refuses would only move the error to the first request."""
+    if text == "":
+        raise argparse.ArgumentTypeError("must not be empty (omit --token to have one generated)")
+    try:
+        return check_api_token(text, env_var="OSVI_API_TOKEN")
+    except ClientValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("api_token", "the token")) from None
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -117,7 +130,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help="port, 0 for a free one (%(default)s)"
     )
-    parser.add_argument("--token", help="API token to accept (default: a generated demo token)")
+    parser.add_argument(
+        "--token",
+        type=_token,
+        help="API token to accept, 16 printable ASCII characters (default: a generated one)",
+    )
     parser.add_argument(
         "--fail-rate",
         type=_rate,

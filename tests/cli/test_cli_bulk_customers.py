@@ -157,3 +157,26 @@ async def test_held_customer_rows_resume_in_order(
     )
     assert second.code == 0, second.err
     assert osvi_emulator.applied(flaky) == tuple(f"customer_0 entry {i}" for i in range(3))
+
+
+async def test_a_maybe_applied_customer_row_names_the_session_it_went_to(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """Every attempt applied, then a 502: the outcome is may-have-been-applied and carries
+    the session the entry went to; a padded id is refused as given, never trimmed."""
+    customers = _customers(osvi_emulator, 1)
+    session = customers["customer_0"]
+    osvi_emulator.fault_plan.script(session, ["ambiguous_502"] * 4)
+    source, report = tmp_path / "items.csv", tmp_path / "report.jsonl"
+    source.write_text(
+        f"customer_id,agent_uuid,context\ncustomer_0,{AGENT},x\n customer_0,{AGENT},y\n"
+    )
+    result = await osvi("bulk", str(source), "--report", str(report), emulator=osvi_emulator)
+    assert result.code == 1, result.err
+    applied, padded = last_outcomes(report)[0], last_outcomes(report)[1]
+    assert osvi_emulator.applied(session) == ("x",) * int(str(applied["attempts"]))
+    assert (applied["ok"], applied["may_have_been_applied"]) == (False, True)
+    assert applied["session_id"] == session
+    assert (padded["customer_id"], padded["error"]) == (" customer_0", "ClientValidationError")
+    assert padded["session_id"] is None
+    assert_clean(result, osvi_emulator.api_token)

@@ -221,6 +221,17 @@ async def test_csv_header_without_the_columns_exits_2(
     assert_one_line_usage_error(result, osvi_emulator, "header", "session_id")
 
 
+async def test_csv_header_naming_a_column_twice_exits_2(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """A CSV header naming a column twice (which one is the address?): exit 2, nothing sent."""
+    a = osvi_emulator.create_session()
+    source = tmp_path / "items.csv"
+    source.write_text(f"session_id,context,session_id\n{a},x,{a}\n")
+    result = await osvi("bulk", str(source), emulator=osvi_emulator)
+    assert_one_line_usage_error(result, osvi_emulator, "header", '"session_id" more than once')
+
+
 async def test_unusable_input_paths_exit_2(osvi_emulator: OsviEmulator, tmp_path: Path) -> None:
     """A directory, a missing file, a path through a file and a FIFO: exit 2, nothing sent."""
     regular = tmp_path / "file.jsonl"

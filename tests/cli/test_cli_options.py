@@ -115,10 +115,15 @@ async def test_missing_token_names_the_option_and_the_variable(tmp_path: Path) -
         ["--fail-rate", "nan"],
         ["--port", "x"],
         ["--bogus"],
+        ["--token", ""],
+        ["--token", "0123456789abcd"],
+        ["--token", "\u00e9123456789abcdef"],
+        ["--token", "0123456789abcde "],
     ],
 )
 async def test_serve_bad_values_are_one_line(args: list[str]) -> None:
-    """osvi-async serve refuses nan, inf and unknown options when parsing: exit 2, one line."""
+    """osvi-async serve refuses nan, inf, unknown options and any token a client would refuse
+    (empty, 14 characters, non-ASCII, a space) when parsing: exit 2, one line."""
     result = await osvi("serve", *args)
     assert result.code == 2, result.err
     [line] = result.err.strip().splitlines()

@@ -68,10 +68,11 @@ def test_jsonl_mixed_or_half_customer_rows_are_malformed(
 
 
 def test_csv_customer_columns_make_customer_requests() -> None:
-    """A header with customer_id and agent_uuid (any order): each row a CustomerInjectRequest."""
+    """A header with customer_id and agent_uuid (any order): each row a CustomerInjectRequest,
+    ids as written (padded ones too: the client refuses them, the reader does not fix them)."""
     records = csv("agent_uuid,context,customer_id", ' a1 ,"x, y", c1 ', "a2,z,c2")
     assert [record.request for record in records] == [
-        CustomerInjectRequest(customer_id="c1", agent_uuid="a1", context="x, y"),
+        CustomerInjectRequest(customer_id=" c1 ", agent_uuid=" a1 ", context="x, y"),
         CustomerInjectRequest(customer_id="c2", agent_uuid="a2", context="z"),
     ]
 
