@@ -258,7 +258,12 @@ def send(
 @click.command()
 @click.argument("session_id", callback=_blank_argument)
 @click.argument("command", required=False, type=click.Choice(SUPPORT_COMMANDS))
-@click.option("--message", "text", callback=non_blank, help="The operator's message.")
+@click.option(
+    "--message",
+    "text",
+    callback=non_blank,
+    help="Text for the customer (tell, plain, takeover/end/close); whisper: the private note.",
+)
 @api_options
 @json_option
 def support(
@@ -272,10 +277,20 @@ def support(
 ) -> None:
     """Run a support COMMAND on SESSION_ID, or send an operator --message (no COMMAND).
 
-    takeover hands the session to an operator (support mode); tell has the agent tell the
-    customer --message; whisper adds a note only the agent sees; end hands it back to the
-    agent; close closes it. A plain --message (no COMMAND) reaches the customer and needs
-    support mode. --message is required for tell and for a plain message.
+    \b
+    takeover  an operator takes the session (support mode)
+    tell      the agent tells the customer --message
+    whisper   --message is a private note only the agent sees (guidance for its next turn)
+    end       hand the session back to the agent
+    close     close the session for good
+    (none)    --message is a plain operator message to the customer (support mode only)
+
+    --message is required for tell and for a plain message. With takeover, end or close it
+    is optional and is SHOWN TO THE CUSTOMER: the command is then sent at most once (never
+    retried after a failure that may have been applied, which could show it twice), as are
+    tell and a plain message. Without a message, takeover, end and close are retried like
+    reads (a repeat sets the same state); whisper is retried even after such failures, so a
+    note may land twice (flagged possible_duplicate).
     """
     if text is None and command in (None, "tell"):
         what = "tell" if command == "tell" else "a plain operator message (no COMMAND)"

@@ -287,3 +287,14 @@ async def test_unreachable_api_exits_3() -> None:
         result = await osvi(*args, *where, "--timeout", "2")
         line = assert_one_line(result, 3, "APIConnectionError")
         assert "0123456789abcdef" not in line
+
+
+async def test_support_help_says_which_message_the_customer_sees() -> None:
+    """support --help: a message with takeover/end/close is shown to the customer (at most
+    once); whisper's is the private note."""
+    result = await osvi("support", "--help")
+    assert result.code == 0, result.err
+    text = " ".join(result.out.split())
+    assert "With takeover, end or close it is optional and is SHOWN TO THE CUSTOMER" in text
+    assert "sent at most once" in text
+    assert "whisper --message is a private note only the agent sees" in text
