@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable
 
 from osvi_async._lanes import Item
-from osvi_async._sessions import Lookup, SessionCache
+from osvi_async._sessions import Lookup, SessionCache, not_a_session_id
 from osvi_async._validation import is_session_id
-from osvi_async.errors import OsviError, ResponseDecodeError
+from osvi_async.errors import OsviError
 from osvi_async.models import CustomerInjectRequest
 
 Resolved = tuple[Item, OsviError | None]
@@ -113,12 +113,7 @@ class AddressWindow:
             if is_session_id(session_id):
                 self._address(item, session_id)
                 return None
-            return ResponseDecodeError(
-                "The API named an active session that is not a session UUID; refusing to "
-                "put it into a request path",
-                status=200,
-                body="",
-            )
+            return not_a_session_id(session_id)
         if isinstance(error, OsviError):
             return error
         wrapped = OsviError(f"Unexpected {type(error).__name__} while looking the session up")

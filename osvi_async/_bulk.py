@@ -35,7 +35,7 @@ from typing import Final, Self, cast
 import attrs
 
 from osvi_async._addressing import AddressWindow
-from osvi_async._call import call
+from osvi_async._call import AttemptGate, call
 from osvi_async._config import RetryPolicy
 from osvi_async._endpoints import INJECT_CONTEXT
 from osvi_async._flow import FlowControl
@@ -43,6 +43,7 @@ from osvi_async._lanes import (
     InjectItem,
     Item,
     ItemGate,
+    LookupGate,
     OnSend,
     StopSignal,
     as_request,
@@ -83,7 +84,7 @@ class _Engine:
         transport: Transport,
         url_for: Callable[[str], str],
         sessions: SessionCache,
-        look_up: Callable[[str, str, float, RetryPolicy], Awaitable[str]],
+        look_up: Callable[[str, str, float, RetryPolicy, AttemptGate], Awaitable[str]],
         max_context_bytes: int,
         items: Iterable[InjectItem] | AsyncIterable[InjectItem],
         concurrency: int,
@@ -305,9 +306,11 @@ class _Engine:
                 self._release()
         except Exception as exc:
             self._input_error = exc
-            # What was pulled before the input failed still goes out (or is accounted).
-            for item in self._window.take_all():
-                self._stopped.append(stopped_outcome(item))
+            # What was pulled before the input failed still goes out, as it would without
+            # lookups: the items waiting for their session get it first.
+            while not self._window.empty and not self.draining:
+                await self._window.wait()
+                self._release()
         if self.draining:
             return  # the drain ended the input and ends the run
         self._input_exhausted = True
@@ -328,8 +331,9 @@ class _Engine:
             return
 
     async def _run_look_up(self, customer_id: str, agent_uuid: str) -> str:
-        # The run's timeout and policy (its backoff ends at once on a drain).
-        return await self._look_up(customer_id, agent_uuid, self._timeout, self._policy)
+        # The run's timeout, policy (its backoff ends at once on a drain) and flow control.
+        gate = LookupGate(self.flow, self._signal)
+        return await self._look_up(customer_id, agent_uuid, self._timeout, self._policy, gate)
 
     async def _wait_for_room(self) -> None:
         while self._open > self._refill_below:
@@ -359,8 +363,8 @@ class _Engine:
     def _release(self) -> None:
         """Admit the items at the front of the window whose session is known, in order."""
         for item, error in self._window.ready():
-            if error is None:
-                self._admit(item)
+            if error is None or item.lane in self._blocked:
+                self._admit(item)  # an item whose pair is held is held there, not failed
                 continue
             # The lookup failed: the item fails unsent, and, unless the failure is final
             # (no active session), later items of the pair are held behind it.

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import attrs
 
 from osvi_async._bulk import BulkRun, InjectItem, _Engine
-from osvi_async._call import call
+from osvi_async._call import AttemptGate, call
 from osvi_async._config import (
     DEFAULT_CIRCUIT_BREAKER,
     DEFAULT_CONCURRENCY,
@@ -317,6 +317,7 @@ class OsviClient:
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        may_have_been_applied: bool = False,
     ) -> InjectContextResult:
         """Append one entry to the customer's active session with the agent.
 
@@ -331,6 +332,7 @@ class OsviClient:
         cache (`session_cache_ttl`, `session_cache_size`); concurrent calls for one pair share
         one lookup. If the cached session was closed meanwhile (404 `session_not_found`,
         certainly not applied), the pair is looked up once more and the entry goes there.
+        `may_have_been_applied=True` marks a resend, as for `inject_context`.
 
         Raises:
             NotFoundError: The customer has no active session with this agent (open one with
@@ -341,6 +343,7 @@ class OsviClient:
             raise closed_client_error()
         customer_id = check_identifier("customer_id", customer_id)
         agent_uuid = check_identifier("agent_uuid", agent_uuid)
+        resent = check_bool("may_have_been_applied", may_have_been_applied)
         context = check_context(context)
         body = encode_inject_body(context, self._config.max_context_bytes)
         attempt_timeout, policy = self._call_options(timeout, retry)
@@ -361,9 +364,15 @@ class OsviClient:
                 policy=_deadline_left(policy, started),
                 session_id=session_id,
                 entry=context,
+                resent=resent,
             )
 
-        return await inject_for_customer(self._sessions, customer_id, agent_uuid, look_up, inject)
+        # Waiting for a lookup another call started takes no longer than this call's own
+        # lookup could: its deadline, or all its attempts timing out.
+        wait_limit = policy.deadline or attempt_timeout * (policy.max_retries + 1)
+        return await inject_for_customer(
+            self._sessions, customer_id, agent_uuid, look_up, inject, wait_limit=wait_limit
+        )
 
     async def create_session(
         self,
@@ -436,12 +445,14 @@ class OsviClient:
         """
         customer_id = check_identifier("customer_id", customer_id)
         agent_uuid = check_identifier("agent_uuid", agent_uuid)
-        url = self._url(
-            f"/v1/chat/session/active?customer_id={quote(customer_id, safe='')}"
-            f"&agent_uuid={quote(agent_uuid, safe='')}"
-        )
         session = await self._call_by_customer(
-            GET_ACTIVE_SESSION, url, None, customer_id, agent_uuid, timeout, retry
+            GET_ACTIVE_SESSION,
+            self._active_url(customer_id, agent_uuid),
+            None,
+            customer_id,
+            agent_uuid,
+            timeout,
+            retry,
         )
         self._sessions.remember(customer_id, agent_uuid, session.id)
         return session
@@ -455,7 +466,8 @@ class OsviClient:
     ) -> Mapping[str, ChatSession]:
         """Every active session of the customer, keyed by agent uuid (read-only).
 
-        Empty when there is none, whether the API answers with an empty object or a 404.
+        Empty when there is none, whether the API answers with an empty object or its JSON
+        404 (a 404 without the API's JSON body, such as a proxy's page, is raised).
         A read: every transient failure is retried.
         """
         customer_id = check_identifier("customer_id", customer_id)
@@ -464,7 +476,9 @@ class OsviClient:
             return await self._call_by_customer(
                 GET_ACTIVE_SESSIONS, url, None, customer_id, None, timeout, retry
             )
-        except NotFoundError:
+        except NotFoundError as error:
+            if error.code is None:
+                raise  # not the API's JSON 404 (a proxy's page): base_url is probably wrong
             return MappingProxyType({})
 
     async def send_message(
@@ -611,12 +625,26 @@ class OsviClient:
         )
 
     async def _look_up_session_id(
-        self, customer_id: str, agent_uuid: str, timeout: float, policy: RetryPolicy
+        self,
+        customer_id: str,
+        agent_uuid: str,
+        timeout: float,
+        policy: RetryPolicy,
+        gate: AttemptGate | None = None,
     ) -> str:
-        """The session cache's lookup, with the calling code's timeout and retry policy."""
-        session = await self.get_active_session(
-            customer_id, agent_uuid, timeout=timeout, retry=policy
+        """The session cache's lookup, with the calling code's timeout and retry policy (and,
+        in a bulk run, its flow control)."""
+        session = await call(
+            self._transport,
+            GET_ACTIVE_SESSION,
+            self._active_url(customer_id, agent_uuid),
+            None,
+            timeout=timeout,
+            policy=policy,
+            target=f"customer {customer_id!r} with agent {agent_uuid!r}",
+            gate=gate,
         )
+        self._sessions.remember(customer_id, agent_uuid, session.id)
         return session.id
 
     def _call_options(
@@ -755,6 +783,12 @@ class OsviClient:
 
     def _url(self, path: str) -> str:
         return f"{self._config.base_url}{path}"
+
+    def _active_url(self, customer_id: str, agent_uuid: str) -> str:
+        return self._url(
+            f"/v1/chat/session/active?customer_id={quote(customer_id, safe='')}"
+            f"&agent_uuid={quote(agent_uuid, safe='')}"
+        )
 
 
 def _deadline_left(policy: RetryPolicy, started: float) -> RetryPolicy:

@@ -27,7 +27,7 @@ class _State(enum.Enum):
 
 
 class FlowControl:
-    """Implements `_send.AttemptGate` for one bulk run."""
+    """Implements `_call.AttemptGate` for one bulk run."""
 
     def __init__(
         self,

@@ -210,7 +210,7 @@ class StopSignal:
 
 
 class ItemGate:
-    """The run's flow control, seen by one item (implements `_send.AttemptGate`).
+    """The run's flow control, seen by one item (implements `_call.AttemptGate`).
 
     It also notes which attempts went out, calls the `on_send` hook before the first one, and
     lets no attempt or retry start once the run is stopping.
@@ -265,6 +265,37 @@ class ItemGate:
     def allow_retry(self) -> bool:
         # Raising (rather than refusing) makes the item a stopped one, not a failed one:
         # the attempt it would have retried is what says whether it may have been applied.
+        if self._signal.stopping:
+            raise _stop_error()
+        return self._flow.allow_retry()
+
+
+class LookupGate:
+    """The run's flow control for a request that is not an item's own: a session lookup.
+
+    Lookups are paced, paused and budgeted like injects (rate limit, circuit breaker, retry
+    budget), and none starts once the run is stopping; no `on_send`, no item bookkeeping.
+    """
+
+    __slots__ = ("_flow", "_signal")
+
+    def __init__(self, flow: FlowControl, signal: StopSignal) -> None:
+        self._flow = flow
+        self._signal = signal
+
+    def ready(self, number: int) -> bool:
+        return not self._signal.stopping and self._flow.ready(number)
+
+    async def wait(self, number: int) -> None:
+        await self._signal.interruptible(self._flow.wait(number))
+
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        self._flow.after_attempt(error, outage=outage)
+
+    def attempt_abandoned(self) -> None:
+        self._flow.attempt_abandoned()
+
+    def allow_retry(self) -> bool:
         if self._signal.stopping:
             raise _stop_error()
         return self._flow.allow_retry()

@@ -19,7 +19,7 @@ import attrs
 
 from osvi_async._decode import escape_controls
 from osvi_async._validation import is_session_id
-from osvi_async.errors import NotFoundError, ResponseDecodeError
+from osvi_async.errors import APITimeoutError, NotFoundError, ResponseDecodeError
 from osvi_async.models import InjectContextResult
 
 Lookup = Callable[[str, str], Awaitable[str]]
@@ -52,13 +52,21 @@ class SessionCache:
         self._entries.move_to_end(key)
         return cached[0]
 
-    async def session_id(self, customer_id: str, agent_uuid: str, lookup: Lookup) -> str:
+    async def session_id(
+        self,
+        customer_id: str,
+        agent_uuid: str,
+        lookup: Lookup,
+        *,
+        wait_limit: float | None = None,
+    ) -> str:
         """The pair's active session id.
 
         A pair not cached (or expired) is looked up with `lookup` (the caller's, so that its
         timeout and retry policy apply); callers asking for it meanwhile wait for that one
         lookup instead of sending their own (and make their own if the task that made it was
-        cancelled).
+        cancelled), but no longer than their own `wait_limit` seconds: a caller with a short
+        deadline does not wait out another caller's long one.
         """
         key = (customer_id, agent_uuid)
         while True:
@@ -73,7 +81,13 @@ class SessionCache:
             if pending is None:
                 return await self._resolve(key, lookup)
             try:
-                return await asyncio.shield(pending)
+                return await asyncio.wait_for(asyncio.shield(pending), wait_limit)
+            except TimeoutError:
+                raise APITimeoutError(
+                    f"Gave up after {wait_limit:g} s waiting for the session lookup another "
+                    f"call started for customer {customer_id!r} with agent {agent_uuid!r}",
+                    request_sent=False,
+                ) from None
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -116,7 +130,8 @@ class SessionCache:
 
     def forget(self, session_id: str) -> None:
         """Drop every pair cached as talking in `session_id` (it was closed)."""
-        stale = [key for key, (cached, _) in self._entries.items() if cached == session_id]
+        gone = session_id.lower()  # UUIDs are case-insensitive
+        stale = [key for key, (cached, _) in self._entries.items() if cached.lower() == gone]
         for key in stale:
             del self._entries[key]
 
@@ -136,6 +151,7 @@ async def inject_for_customer(
     send: Callable[[str], Awaitable[InjectContextResult]],
     *,
     known: str | None = None,
+    wait_limit: float | None = None,
 ) -> InjectContextResult:
     """`send(session_id)` to the pair's active session (`known` when it was looked up
     already), looking it up once more if the one used was closed meanwhile (404
@@ -145,7 +161,7 @@ async def inject_for_customer(
     put into a request path.
     """
     if known is None:
-        known = await cache.session_id(customer_id, agent_uuid, lookup)
+        known = await cache.session_id(customer_id, agent_uuid, lookup, wait_limit=wait_limit)
     session_id = _usable(known)
     try:
         return await send(session_id)
@@ -153,7 +169,9 @@ async def inject_for_customer(
         if error.code != "session_not_found" or error.may_have_been_applied:
             raise
         cache.forget_pair(customer_id, agent_uuid, session_id)
-        fresh = _usable(await cache.session_id(customer_id, agent_uuid, lookup))
+        fresh = _usable(
+            await cache.session_id(customer_id, agent_uuid, lookup, wait_limit=wait_limit)
+        )
         if fresh == session_id:
             raise  # the API still names the session it says is gone: do not loop
         first_attempts = error.attempts
@@ -164,10 +182,17 @@ async def inject_for_customer(
 def _usable(session_id: str) -> str:
     if is_session_id(session_id):
         return session_id
+    raise not_a_session_id(session_id)
+
+
+def not_a_session_id(session_id: str) -> ResponseDecodeError:
+    """The error for an active session the API named with something that is not a UUID."""
     shown = escape_controls(session_id[:60])
-    raise ResponseDecodeError(
+    error = ResponseDecodeError(
         f"The API named {shown!r} as the active session, which is not a session UUID; "
         "refusing to put it into a request path",
         status=200,
         body="",
     )
+    error.attempts = 1  # the lookup that answered so
+    return error

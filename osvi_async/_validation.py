@@ -124,7 +124,10 @@ def encode_json_value(name: str, value: object, max_bytes: int) -> bytes:
     """Encode a caller's free-form value (`input_fields`) as strict JSON: no NaN or
     infinity (they are not JSON), keys as strings, at most `max_bytes`."""
     try:
+        _check_keys(value)
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise ClientValidationError(f"{name} is nested too deeply to send as JSON") from None
     except (TypeError, ValueError) as exc:
         raise ClientValidationError(f"{name} cannot be sent as JSON: {exc}") from None
     try:
@@ -138,6 +141,19 @@ def encode_json_value(name: str, value: object, max_bytes: int) -> bytes:
             f"{name} is {len(data)} bytes of JSON, more than max_context_bytes={max_bytes}"
         )
     return data
+
+
+def _check_keys(value: object) -> None:
+    """Refuse object keys that are not strings: JSON would turn 1 into "1", and {1: a, "1": b}
+    into an object with one key twice."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be strings, got {type(key).__name__} {key!r}"[:120])
+            _check_keys(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_keys(item)
 
 
 def encode_body(body: dict[str, object]) -> bytes:

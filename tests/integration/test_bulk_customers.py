@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from osvi_async import (
     CustomerInjectRequest,
+    InjectOutcome,
     InjectRequest,
     ItemHeldError,
     OsviClient,
@@ -142,3 +145,75 @@ async def test_a_tiny_window_with_slow_lookups_does_not_stall(
         outcomes = [outcome async for outcome in run]
     assert all(outcome.ok for outcome in outcomes)
     assert osvi_emulator.applied(session_id) == tuple(f"e{n}" for n in range(12))
+
+
+async def test_lookups_spend_the_runs_retry_budget(osvi_emulator: OsviEmulator) -> None:
+    """A total outage of the lookups costs at most 2 requests per item, whatever
+    max_retries says, as for injects."""
+    osvi_emulator.fault_plan = FaultPlan(endpoints={"active_session"}, unavailable=1.0)
+    items = [CustomerInjectRequest(f"out-{n}", AGENT, "note") for n in range(100)]
+    policy = RetryPolicy(max_retries=6, initial_delay=0.001, max_delay=0.002)
+    async with (
+        OsviClient(osvi_emulator.api_token, base_url=osvi_emulator.base_url) as client,
+        client.inject_many(items, concurrency=16, retry=policy, circuit_breaker=None) as run,
+    ):
+        outcomes = [outcome async for outcome in run]
+    assert all(isinstance(outcome.error, ServerError) for outcome in outcomes)
+    assert osvi_emulator.requests("active_session") <= 2 * len(items)
+    assert run.summary.retries_refused > 0
+
+
+async def test_items_sharing_a_failed_lookup_are_held_behind_the_first(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """Four items waiting on one lookup that fails: the first fails, the rest are held."""
+    osvi_emulator.create_session(agent_uuid=AGENT, customer_id="shared")
+    plan = FaultPlan()
+    plan.script_endpoint("active_session", ["unavailable"])
+    osvi_emulator.fault_plan = plan
+    items = [CustomerInjectRequest("shared", AGENT, f"e{n}") for n in range(6)]
+    async with (
+        OsviClient(
+            osvi_emulator.api_token, base_url=osvi_emulator.base_url, retry=RetryPolicy.none()
+        ) as client,
+        client.inject_many(items, concurrency=4) as run,
+    ):
+        outcomes = sorted([outcome async for outcome in run], key=lambda o: o.index)
+    assert isinstance(outcomes[0].error, ServerError)
+    held = [outcome.error for outcome in outcomes[1:]]
+    assert all(isinstance(error, ItemHeldError) and error.waiting_for == 0 for error in held)
+    assert run.summary.failed == 1
+    assert run.summary.held == 5
+
+
+async def test_items_pulled_before_the_input_failed_still_go_out(
+    live_client: OsviClient, osvi_emulator: OsviEmulator
+) -> None:
+    """An input that raises midway: what was pulled is sent (lookups included), then the
+    input's error is raised."""
+    session_id = osvi_emulator.create_session(agent_uuid=AGENT, customer_id="gen")
+    osvi_emulator.fault_plan = FaultPlan(
+        endpoints={"active_session"}, latency=1.0, latency_seconds=0.05
+    )
+
+    async def items() -> object:
+        for n in range(10):
+            yield (
+                CustomerInjectRequest("gen", AGENT, f"c{n}")
+                if n % 2
+                else InjectRequest(session_id, f"c{n}")
+            )
+        raise RuntimeError("input broke")
+
+    outcomes: list[InjectOutcome] = []
+
+    async def consume() -> None:
+        async with live_client.inject_many(items()) as run:  # type: ignore[arg-type]
+            async for outcome in run:
+                outcomes.append(outcome)
+
+    with pytest.raises(RuntimeError, match="input broke"):
+        await consume()
+    assert len(outcomes) == 10
+    assert all(outcome.ok for outcome in outcomes)
+    assert osvi_emulator.applied(session_id) == tuple(f"c{n}" for n in range(10))

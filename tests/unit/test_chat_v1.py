@@ -53,6 +53,10 @@ NOT_APPLIED = {
 }
 
 
+DEEP: dict[str, Any] = {}
+_level = DEEP
+for _ in range(5000):
+    _level["x"] = _level = {}
 REFUSED_KEY = ConnectionKey("api.osvi.ai", 443, True, True, None, None, None)
 
 
@@ -233,6 +237,14 @@ async def test_create_session_validation_error_lists_every_problem(
             "input_fields is .* bytes of JSON, more than max_context_bytes",
         ),
         ({"agent_uuid": AGENT, "customer_id": CUSTOMER, "context": ["a", None]}, r"context\[1\]"),
+        (
+            {"agent_uuid": AGENT, "customer_id": CUSTOMER, "input_fields": {1: "a", "1": "b"}},
+            "keys must be strings",
+        ),
+        (
+            {"agent_uuid": AGENT, "customer_id": CUSTOMER, "input_fields": DEEP},
+            "nested too deeply",
+        ),
     ],
 )
 async def test_create_session_refuses_bad_input_before_the_wire(
@@ -836,3 +848,24 @@ def test_one_deadline_covers_the_lookup_and_the_inject() -> None:
     with pytest.raises(APITimeoutError) as caught:
         _deadline_left(policy, time.monotonic() - 10.5)
     assert caught.value.request_sent is False
+
+
+async def test_get_active_sessions_raises_a_404_that_is_not_the_apis(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """A proxy's HTML 404 (a wrong base_url) is not "no sessions": it is raised."""
+    mocked.get(ALL_ACTIVE_URL, status=404, body="<html>Not Found</html>", content_type="text/html")
+    with pytest.raises(NotFoundError):
+        await client.get_active_sessions(CUSTOMER)
+
+
+async def test_a_resend_addressed_by_customer_is_flagged(
+    client: OsviClient, mocked: aioresponses
+) -> None:
+    """inject_context_for_customer(may_have_been_applied=True) flags the result."""
+    mocked.get(ACTIVE_URL, payload=ok(session_json()))
+    mocked.post(inject_url(SESSION_ID), payload=inject_ok())
+    result = await client.inject_context_for_customer(
+        CUSTOMER, AGENT, "Voice call: refund", may_have_been_applied=True
+    )
+    assert result.possible_duplicate is True

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from osvi_async import InjectContextResult, NotFoundError, ResponseDecodeError
+from osvi_async import APITimeoutError, InjectContextResult, NotFoundError, ResponseDecodeError
 from osvi_async._sessions import SessionCache, inject_for_customer
 
 S1 = "00000000-0000-4000-8000-000000000001"
@@ -208,3 +208,26 @@ async def test_a_404_after_a_maybe_applied_attempt_is_not_resent() -> None:
     with pytest.raises(NotFoundError):
         await inject_for_customer(cache, "c", "a", lookups, send)
     assert len(lookups.calls) == 1
+
+
+async def test_a_waiter_gives_up_after_its_own_limit() -> None:
+    """A caller with a short budget does not wait out the lookup another caller started."""
+    lookups = Lookups({("c", "a"): S1})
+    lookups.gate.clear()
+    cache = SessionCache(ttl=60.0, size=10)
+    first = asyncio.create_task(cache.session_id("c", "a", lookups))
+    await asyncio.sleep(0)
+    with pytest.raises(APITimeoutError, match="waiting for the session lookup") as caught:
+        await cache.session_id("c", "a", lookups, wait_limit=0.01)
+    assert caught.value.request_sent is False
+    lookups.gate.set()
+    assert await first == S1
+
+
+async def test_forget_matches_session_ids_whatever_their_case() -> None:
+    """Closing "ABC..." forgets a pair cached as "abc...": UUIDs are case-insensitive."""
+    lookups = Lookups({("c", "a"): S1})
+    cache = SessionCache(ttl=60.0, size=10)
+    await cache.session_id("c", "a", lookups)
+    cache.forget(S1.upper())
+    assert len(cache) == 0
