@@ -119,6 +119,8 @@ class _Engine:
         self._hold = hold_on_failure
         self._on_send = on_send
         self._lanes: dict[str, deque[Item]] = {}
+        # The lane each (customer, agent) pair's items go to while that lane is open.
+        self._pair_lanes: dict[str, str] = {}
         # Lanes whose session is held, with the index of the item that failed: one entry per
         # distinct blocked session.
         self._blocked: dict[str, int] = {}
@@ -389,6 +391,15 @@ class _Engine:
                 self.held += 1
                 self._outcomes.put_nowait(held_outcome(item.index, request, waiting_for))
                 return
+        if isinstance(request, CustomerInjectRequest):
+            # A pair whose session changed during the run (closed, a new one opened) keeps
+            # the lane its earlier items are still in: one at a time, in input order.
+            pair = pair_lane(request)
+            earlier = self._pair_lanes.get(pair)
+            if earlier is not None and earlier in self._lanes:
+                item.lane = earlier
+            else:
+                self._pair_lanes[pair] = item.lane
         self._unfinished += 1
         lane = self._lanes.get(item.lane)
         if lane is None:
@@ -401,7 +412,7 @@ class _Engine:
         self, item: Item, request: CustomerInjectRequest, gate: ItemGate
     ) -> InjectContextResult:
         """Inject an item addressed by customer into the session found for it; if that one
-        was closed meanwhile, into the pair's new one (looked up once more)."""
+        was closed meanwhile, into the pair's new one (see `inject_for_customer`)."""
 
         async def inject(session_id: str) -> InjectContextResult:
             item.session_id, item.url = session_id, self._url_for(session_id)
@@ -506,6 +517,10 @@ class _Engine:
             self._ready.put_nowait(lane.popleft())
         else:
             lanes.pop(item.lane, None)
+            if isinstance(item.request, CustomerInjectRequest):
+                pair = pair_lane(item.request)
+                if self._pair_lanes.get(pair) == item.lane:
+                    del self._pair_lanes[pair]
         self._unfinished -= 1
         if self._input_exhausted and self._unfinished == 0:
             self._outcomes.put_nowait(_END)

@@ -331,7 +331,8 @@ class OsviClient:
         The session is looked up with `get_active_session` and kept in a small per-client
         cache (`session_cache_ttl`, `session_cache_size`); concurrent calls for one pair share
         one lookup. If the cached session was closed meanwhile (404 `session_not_found`,
-        certainly not applied), the pair is looked up once more and the entry goes there.
+        certainly not applied), the pair is looked up again and the entry goes there (up to
+        three times, if sessions keep closing).
         `may_have_been_applied=True` marks a resend, as for `inject_context`.
 
         Raises:
@@ -544,8 +545,9 @@ class OsviClient:
         result flagged `possible_duplicate`.
 
         Raises:
-            ClientValidationError: An unknown `command`, a missing `message` for `tell` or a
-                plain message, a blank `message`, or a bad `session_id`; nothing was sent.
+            ClientValidationError: An unknown `command`, a missing `message` for `tell`,
+                `whisper` or a plain message, a blank `message`, or a bad `session_id`;
+                nothing was sent.
             EngineRejectedError: The engine refused the command (`tell` during a takeover).
             OsviError: The same errors as `inject_context`.
         """
@@ -563,8 +565,9 @@ class OsviClient:
             request["message"] = check_text(
                 "message", message, max_bytes=self._config.max_context_bytes
             )
-        elif command in (None, "tell"):
-            what = "a plain operator message" if command is None else "tell"
+        elif command in (None, "tell", "whisper"):
+            # A whisper is its message: without one there is nothing to give the agent.
+            what = "a plain operator message" if command is None else command
             raise ClientValidationError(f"message is required for {what}")
         endpoint = SUPPORT[command]
         if message is not None and command is not None:

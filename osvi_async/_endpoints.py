@@ -203,7 +203,10 @@ SEND_MESSAGE: Final = Endpoint[MessageReply](
         "the message may have been delivered and answered: sending it again may show the "
         "customer the exchange twice"
     ),
-    not_found_hint="no such session, or it was closed; send without session_id to open one",
+    not_found_hint=(
+        "the session named is unknown or closed (without session_id: the agent or customer "
+        "was not found)"
+    ),
 )
 
 _SAID_TO_CUSTOMER: Final = (

@@ -49,14 +49,19 @@ def refused_for_good(error: OsviError) -> bool:
     """Whether sending the same item again would be refused the same way.
 
     True for an invalid item (`ClientValidationError`), an engine refusal, and any 4xx but
-    401, 408 and 429 (400, 403, 404, 409, 413, 422, ...). Such a failure does not hold the rest
-    of its session in a bulk run, and `osvi-async bulk --resume` does not resend it. Anything
-    else (retries exhausted on a transient failure, an open circuit, a stop, an unreadable
-    answer, an unexpected error) may go away on a later attempt.
+    401, 408 and 429 (400, 403, 404, 409, 413, 422, ...), except a 404 without the API's
+    JSON error body (a proxy's page: the URL is wrong, not the item). Such a failure does
+    not hold the rest of its session in a bulk run, and `osvi-async bulk --resume` does not
+    resend it. Anything else (retries exhausted on a transient failure, an open circuit, a
+    stop, an unreadable answer, an unexpected error) may go away on a later attempt.
     """
     if isinstance(error, ClientValidationError | EngineRejectedError):
         return True
     if isinstance(error, APIStatusError):
+        if error.status == 404 and error.code is None:
+            # Not the API's JSON 404 (a proxy's page, a wrong base_url): a later run with
+            # the right URL can apply it.
+            return False
         return 400 <= error.status < 500 and error.status not in _TRANSIENT_4XX
     return False
 

@@ -5,7 +5,7 @@ session id. Looking the session up before every injection doubles the requests, 
 is kept for a short time (`ttl`), for at most `size` pairs (least recently used first out),
 and concurrent lookups of one pair share a single request. The cache can be wrong in one way
 only: the session was closed since. Then the API answers 404 `session_not_found`, and
-`inject_for_customer` looks the pair up once more and injects there.
+`inject_for_customer` looks the pair up again and injects there (a bounded number of times).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import attrs
 
@@ -22,6 +23,11 @@ from osvi_async._validation import is_session_id
 from osvi_async.errors import APITimeoutError, NotFoundError, ResponseDecodeError
 from osvi_async.models import InjectContextResult
 
+SESSION_CHASES: Final = 3
+"""How many times one injection follows its pair to a new session after meeting a closed
+one: enough for a session closed and reopened a few times during a bulk run, bounded so that
+churn faster than a lookup and an injection ends in `NotFoundError`, not a loop."""
+
 Lookup = Callable[[str, str], Awaitable[str]]
 """(customer_id, agent_uuid) -> the id of their active session; raises NotFoundError."""
 
@@ -29,7 +35,7 @@ Lookup = Callable[[str, str], Awaitable[str]]
 class SessionCache:
     """Active session ids by (customer_id, agent_uuid), kept `ttl` seconds, at most `size`."""
 
-    __slots__ = ("_clock", "_entries", "_pending", "size", "ttl")
+    __slots__ = ("_clock", "_closed", "_entries", "_pending", "size", "ttl")
 
     def __init__(
         self, *, ttl: float, size: int, clock: Callable[[], float] = time.monotonic
@@ -39,6 +45,9 @@ class SessionCache:
         self._clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._pending: dict[tuple[str, str], asyncio.Future[str]] = {}
+        # Sessions known to be closed (closing is for good), lower-cased, at most `size`: a
+        # lookup that started before the close and answers after it must not bring one back.
+        self._closed: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -120,7 +129,7 @@ class SessionCache:
         Only a session UUID is kept: the id goes into request paths later, and one the API
         made up otherwise is not ours to put there.
         """
-        if not is_session_id(session_id):
+        if not is_session_id(session_id) or session_id.lower() in self._closed:
             return
         key = (customer_id, agent_uuid)
         self._entries[key] = (session_id, self._clock() + self.ttl)
@@ -129,17 +138,14 @@ class SessionCache:
             self._entries.popitem(last=False)
 
     def forget(self, session_id: str) -> None:
-        """Drop every pair cached as talking in `session_id` (it was closed)."""
+        """`session_id` was closed: drop every pair cached in it, and never cache it again."""
         gone = session_id.lower()  # UUIDs are case-insensitive
+        self._closed[gone] = None
+        self._closed.move_to_end(gone)
+        while len(self._closed) > self.size:
+            self._closed.popitem(last=False)
         stale = [key for key, (cached, _) in self._entries.items() if cached.lower() == gone]
         for key in stale:
-            del self._entries[key]
-
-    def forget_pair(self, customer_id: str, agent_uuid: str, session_id: str) -> None:
-        """Drop the pair if it is still cached as talking in `session_id`."""
-        key = (customer_id, agent_uuid)
-        cached = self._entries.get(key)
-        if cached is not None and cached[0] == session_id:
             del self._entries[key]
 
 
@@ -154,8 +160,8 @@ async def inject_for_customer(
     wait_limit: float | None = None,
 ) -> InjectContextResult:
     """`send(session_id)` to the pair's active session (`known` when it was looked up
-    already), looking it up once more if the one used was closed meanwhile (404
-    `session_not_found`, certainly not applied).
+    already), looking it up again each time the one used turns out closed (404
+    `session_not_found`, certainly not applied), up to `SESSION_CHASES` times.
 
     A looked-up id that is not a session UUID is refused (`ResponseDecodeError`) rather than
     put into a request path.
@@ -163,20 +169,28 @@ async def inject_for_customer(
     if known is None:
         known = await cache.session_id(customer_id, agent_uuid, lookup, wait_limit=wait_limit)
     session_id = _usable(known)
-    try:
-        return await send(session_id)
-    except NotFoundError as error:
-        if error.code != "session_not_found" or error.may_have_been_applied:
-            raise
-        cache.forget_pair(customer_id, agent_uuid, session_id)
-        fresh = _usable(
-            await cache.session_id(customer_id, agent_uuid, lookup, wait_limit=wait_limit)
-        )
-        if fresh == session_id:
-            raise  # the API still names the session it says is gone: do not loop
-        first_attempts = error.attempts
-    result = await send(fresh)
-    return attrs.evolve(result, attempts=result.attempts + first_attempts)
+    spent = 0  # attempts that met a closed session
+    for chase in range(SESSION_CHASES + 1):
+        try:
+            result = await send(session_id)
+        except NotFoundError as error:
+            if (
+                error.code != "session_not_found"
+                or error.may_have_been_applied
+                or chase == SESSION_CHASES
+            ):
+                raise
+            cache.forget(session_id)  # 404 session_not_found: closed, for good
+            fresh = _usable(
+                await cache.session_id(customer_id, agent_uuid, lookup, wait_limit=wait_limit)
+            )
+            if fresh.lower() == session_id.lower():
+                raise  # the API still names the session it says is gone: do not loop
+            spent += error.attempts
+            session_id = fresh
+        else:
+            return attrs.evolve(result, attempts=result.attempts + spent) if spent else result
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def _usable(session_id: str) -> str:

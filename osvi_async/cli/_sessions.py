@@ -285,15 +285,15 @@ def support(
     close     close the session for good
     (none)    --message is a plain operator message to the customer (support mode only)
 
-    --message is required for tell and for a plain message. With takeover, end or close it
+    --message is required for tell, whisper and a plain message. With takeover, end or close it
     is optional and is SHOWN TO THE CUSTOMER: the command is then sent at most once (never
     retried after a failure that may have been applied, which could show it twice), as are
     tell and a plain message. Without a message, takeover, end and close are retried like
     reads (a repeat sets the same state); whisper is retried even after such failures, so a
     note may land twice (flagged possible_duplicate).
     """
-    if text is None and command in (None, "tell"):
-        what = "tell" if command == "tell" else "a plain operator message (no COMMAND)"
+    if text is None and command in (None, "tell", "whisper"):
+        what = command or "a plain operator message (no COMMAND)"
         raise click.UsageError(f"--message is required for {what}")
 
     # whisper is retried after an attempt that may have been applied (the append class).

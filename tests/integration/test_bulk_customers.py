@@ -217,3 +217,31 @@ async def test_items_pulled_before_the_input_failed_still_go_out(
     assert len(outcomes) == 10
     assert all(outcome.ok for outcome in outcomes)
     assert osvi_emulator.applied(session_id) == tuple(f"c{n}" for n in range(10))
+
+
+async def test_a_session_replaced_twice_mid_run_loses_nothing_and_keeps_order(
+    live_client: OsviClient, osvi_emulator: OsviEmulator
+) -> None:
+    """The customer's session is closed and reopened twice while a run writes to it: every
+    entry lands once, and across the three sessions in input order."""
+    first = osvi_emulator.create_session(agent_uuid=AGENT, customer_id="rot")
+    osvi_emulator.fault_plan = FaultPlan(
+        endpoints={"inject_context"}, latency=1.0, latency_seconds=0.005
+    )
+    items = [CustomerInjectRequest("rot", AGENT, f"r{n:03}") for n in range(60)]
+    sessions = [first]
+
+    async def replace_twice() -> None:
+        for _ in range(2):
+            while len(osvi_emulator.applied(sessions[-1])) < 10:  # noqa: ASYNC110 - polls the emulator
+                await asyncio.sleep(0.002)
+            sessions.append(osvi_emulator.create_session(agent_uuid=AGENT, customer_id="rot"))
+
+    rotating = asyncio.create_task(replace_twice())
+    async with live_client.inject_many(items, concurrency=8) as run:
+        outcomes = [outcome async for outcome in run]
+    await rotating
+    assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes if not o.ok]
+    landed = [entry for session_id in sessions for entry in osvi_emulator.applied(session_id)]
+    assert landed == [f"r{n:03}" for n in range(60)]
+    assert len(sessions) == 3

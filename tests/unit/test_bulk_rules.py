@@ -26,16 +26,16 @@ from osvi_async import (
 from osvi_async._bulk import refused_for_good
 
 
-def status(cls: type[APIStatusError], code: int) -> APIStatusError:
-    """An error of class `cls` for HTTP status `code`."""
-    return cls("x", status=code, code=None, body="")
+def status(cls: type[APIStatusError], code: int, error: str | None = "x") -> APIStatusError:
+    """An error of class `cls` for HTTP status `code`, with the API's `error` code."""
+    return cls("x", status=code, code=error, body="")
 
 
 FOR_GOOD = {
     "invalid item": ClientValidationError("blank context"),
     "400": status(BadRequestError, 400),
     "403": status(APIStatusError, 403),
-    "404": status(NotFoundError, 404),
+    "404": status(NotFoundError, 404, "session_not_found"),
     "409": status(APIStatusError, 409),
     "413": status(RequestTooLargeError, 413),
     "422": status(APIStatusError, 422),
@@ -44,6 +44,7 @@ FOR_GOOD = {
 
 FOR_NOW = {
     "401": status(AuthenticationError, 401),
+    "404 not from the API (a proxy's page)": status(NotFoundError, 404, None),
     "408": status(APIStatusError, 408),
     "429": status(RateLimitError, 429),
     "502": status(EngineError, 502),

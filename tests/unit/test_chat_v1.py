@@ -489,6 +489,7 @@ async def test_support_sends_each_command_and_decodes(
     ("command", "message", "text"),
     [
         ("tell", None, "message is required for tell"),
+        ("whisper", None, "message is required for whisper"),
         (None, None, "message is required for a plain operator message"),
         ("shout", "x", "command must be one of"),
         ("whisper", " ", "message must not be empty"),

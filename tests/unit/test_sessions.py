@@ -231,3 +231,15 @@ async def test_forget_matches_session_ids_whatever_their_case() -> None:
     await cache.session_id("c", "a", lookups)
     cache.forget(S1.upper())
     assert len(cache) == 0
+
+
+async def test_a_closed_session_is_never_cached_again() -> None:
+    """A lookup that answers after the close cannot bring the closed session back."""
+    lookups = Lookups({("c", "a"): S1})
+    cache = SessionCache(ttl=60.0, size=10)
+    await cache.session_id("c", "a", lookups)
+    cache.forget(S1)
+    cache.remember("c", "a", S1.upper())  # a late answer naming it
+    assert cache.cached("c", "a") is None
+    cache.remember("c", "a", S2)
+    assert cache.cached("c", "a") == S2
