@@ -32,6 +32,11 @@ def set_stop_note(note: str | None) -> None:
     _stop_note = note
 
 
+def request_started() -> bool:
+    """Whether a state-changing request may have gone out (a stop note is set)."""
+    return _stop_note is not None
+
+
 def stop_now(signum: int, frame: FrameType | None = None) -> None:
     """Exit at once with one line: `error: stopped by SIGINT` (130) or `SIGTERM` (143).
 

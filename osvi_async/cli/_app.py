@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 
 from osvi_async import InjectContextResult, NotFoundError, OsviClient, OsviError
+from osvi_async.cli import request_started
 from osvi_async.cli._bulk_io import (
     InputError,
     InputFormat,
@@ -89,7 +90,10 @@ def run(args: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a failure shows now, while it can still be reported
     except OutputError as error:
         if not error.broken_pipe:
-            click.echo(f"error: cannot write output: {error.reason}", err=True)
+            # Results go to stdout only after the call returned: if it changed something,
+            # that is done; a script must not send it again because the printing failed.
+            done = "; the request itself went through" if request_started() else ""
+            click.echo(f"error: cannot write output: {error.reason}{done}", err=True)
         return EXIT_FAILED
     except Exception as error:  # the last resort: one line, never a traceback
         text = Output(_given_token(args), results=False).redact(visible(str(error)))

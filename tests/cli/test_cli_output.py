@@ -102,6 +102,24 @@ async def test_a_full_disk_on_stdout_is_one_line(osvi_emulator: OsviEmulator) ->
         os.close(full)
 
 
+async def test_a_full_disk_after_an_inject_says_the_inject_went_through(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """The entry was appended before printing failed: the line says so, so that a script
+    retrying on exit 1 knows not to send it again."""
+    session = osvi_emulator.create_session()
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        code, err = await _run(osvi_emulator, "inject", session, "once", stdout=full)
+    finally:
+        os.close(full)
+    assert code == 1, err
+    assert err.splitlines() == [
+        "error: cannot write output: No space left on device; the request itself went through"
+    ]
+    assert osvi_emulator.applied(session) == ("once",)
+
+
 async def test_a_closed_stdout_is_refused_before_sending(osvi_emulator: OsviEmulator) -> None:
     """stdout closed (`>&-`): exit 1, one line, and the inject is not sent at all."""
     session = osvi_emulator.create_session()
