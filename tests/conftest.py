@@ -9,7 +9,7 @@ import pytest
 from osvi_async import OsviClient, RetryPolicy
 from tests.support import BASE_URL, TOKEN, FakeSleep
 
-pytest_plugins = ["osvi_async.testing.pytest_plugin"]
+pytest_plugins = ["osvi_async.testing.pytest_plugin", "tests.brokers.rabbit"]
 
 
 @pytest.fixture
