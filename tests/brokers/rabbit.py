@@ -4,7 +4,11 @@ The worker's guarantees (per-session order, nothing lost, hand-over on failure) 
 real broker, so its tests run one instead of a fake. Each session starts its own, per
 ../shared/brokers.md: its own directory, its own epmd on a free port (a daemon epmd on 4369 would
 outlive the tests), free AMQP and distribution ports, the consistent-hash exchange plugin enabled
-offline, and guest allowed from 127.0.0.1. Everything it starts is stopped by pid at the end.
+offline, and guest allowed from 127.0.0.1. Everything it starts is stopped by pid at the end,
+and a small watchdog process kills it if the test process dies without its teardown.
+
+Tests that kill the broker themselves use ``os.killpg(rabbitmq.pid, ...)``: the pid is the
+``rabbitmq-server`` script's, and the Erlang VM is its child in the same process group.
 
 Where RabbitMQ is not installed the tests that use it are skipped, except with
 ``OSVI_REQUIRE_BROKER=1`` (set by .ci/run), where they fail: in CI a missing broker is a broken
@@ -20,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -81,6 +86,53 @@ async def _amqp_answers(url: str) -> bool:
     return True
 
 
+# Run as its own process: kills the process groups it was told to watch once its stdin closes
+# without a "forget" for them, i.e. when the test process died without running its teardown
+# (SIGKILL, a `timeout` that fired). Otherwise a broker and an epmd would run on forever.
+_WATCHDOG: Final = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    command, pid = line.split()
+    (groups.add if command == "watch" else groups.discard)(int(pid))
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
+class _Watchdog:
+    """Tells the watchdog process which process groups are ours right now."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # out of reach of a signal sent to the test's group
+        )
+
+    def _tell(self, line: str) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"{line}\n".encode())
+        self._process.stdin.flush()
+
+    def watch(self, pid: int) -> None:
+        self._tell(f"watch {pid}")
+
+    def forget(self, pid: int) -> None:
+        self._tell(f"forget {pid}")
+
+    def close(self) -> None:
+        """End the watchdog; call once every watched group is stopped and forgotten."""
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait()
+
+
 def _stop_group(process: subprocess.Popen[bytes], limit: float) -> None:
     """SIGTERM `process` (started as its own process group), wait for it, then SIGKILL whatever
     is left in its group (erl_child_setup, inet_gethost) so nothing outlives the tests."""
@@ -109,6 +161,7 @@ class RabbitMQ:
         self._server = server
         self._broker: subprocess.Popen[bytes] | None = None
         self._epmd: subprocess.Popen[bytes] | None = None
+        self._watchdog: _Watchdog | None = None
         for name in ("mnesia", "log", "home"):
             (directory / name).mkdir(parents=True, exist_ok=True)
         (directory / "enabled_plugins").write_text("[rabbitmq_consistent_hash_exchange].\n")
@@ -164,6 +217,8 @@ class RabbitMQ:
         which detaches and would outlive the session."""
         if self._epmd is not None and self._epmd.poll() is None:
             return
+        if self._watchdog is None:
+            self._watchdog = _Watchdog()
         epmd = shutil.which("epmd") or "epmd"
         self._epmd = subprocess.Popen(
             [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
@@ -171,6 +226,7 @@ class RabbitMQ:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self._watchdog.watch(self._epmd.pid)
         deadline = time.monotonic() + STARTUP_LIMIT
         while not _listening(self.epmd_port):
             if self._epmd.poll() is not None or time.monotonic() > deadline:
@@ -184,11 +240,14 @@ class RabbitMQ:
             The seconds from start to the first working AMQP connection.
 
         Raises:
-            RuntimeError: the broker exited or did not answer within `STARTUP_LIMIT` seconds;
-                the message ends with the tail of its log. Its processes are stopped.
+            RuntimeError: the broker is already running; or it exited or did not answer within
+                `STARTUP_LIMIT` seconds (the message ends with the tail of its log, and its
+                processes are stopped).
         """
         if self._broker is not None:
-            raise RuntimeError("the broker is already running")
+            if self._broker.poll() is None:
+                raise RuntimeError("the broker is already running")
+            self.stop()  # it died (a test killed it): reap what is left of its group
         self._start_epmd()
         started = time.monotonic()
         # The log is a file: the broker writes to stdout (RABBITMQ_LOGS=-) and a pipe nobody
@@ -201,6 +260,8 @@ class RabbitMQ:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        assert self._watchdog is not None
+        self._watchdog.watch(self._broker.pid)
         problem = self._wait_until_ready(self._broker, started + STARTUP_LIMIT)
         if problem is not None:
             self.stop()
@@ -232,13 +293,20 @@ class RabbitMQ:
             return
         broker, self._broker = self._broker, None
         _stop_group(broker, STOP_LIMIT)
+        assert self._watchdog is not None
+        self._watchdog.forget(broker.pid)
 
     def close(self) -> None:
-        """Stop the broker, then our epmd."""
+        """Stop the broker, then our epmd and the watchdog."""
         self.stop()
         if self._epmd is not None:
             epmd, self._epmd = self._epmd, None
             _stop_group(epmd, STOP_LIMIT)
+            assert self._watchdog is not None
+            self._watchdog.forget(epmd.pid)
+        if self._watchdog is not None:
+            watchdog, self._watchdog = self._watchdog, None
+            watchdog.close()
 
 
 @pytest.fixture(scope="session")

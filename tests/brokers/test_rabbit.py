@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,13 +22,14 @@ from aio_pika.abc import (
     AbstractConnection,
     AbstractIncomingMessage,
 )
+from pamqp.common import FieldTable
 
 from tests.brokers.rabbit import REQUIRE_BROKER_VARIABLE, RabbitMQ, require_broker
 
 PARTITIONS = 4
 KEYS = 20
 MESSAGES = 200
-QUORUM_SINGLE_ACTIVE = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+QUORUM_SINGLE_ACTIVE: FieldTable = {"x-queue-type": "quorum", "x-single-active-consumer": True}
 
 
 @pytest.fixture
@@ -196,3 +198,19 @@ def test_present_broker_neither_skips_nor_fails(tmp_path: Path) -> None:
     server.touch()
     require_broker(server, {})
     require_broker(server, {REQUIRE_BROKER_VARIABLE: "1"})
+
+
+def test_a_broker_that_exits_fails_start_with_its_log_tail(tmp_path: Path) -> None:
+    """A server that exits at once makes start() raise with its exit code and last log lines,
+    and close() stops the private epmd it started (its port refuses connections)."""
+    server = tmp_path / "rabbitmq-server"
+    server.write_text("#!/bin/sh\necho 'boot failed: no disk' >&2\nexit 3\n")
+    server.chmod(0o755)
+    broker = RabbitMQ(server, tmp_path / "broker")
+    try:
+        with pytest.raises(RuntimeError, match=r"exited with code 3[^\n]*\n(.*\n)*boot failed"):
+            broker.start()
+    finally:
+        broker.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", broker.epmd_port), timeout=1).close()
