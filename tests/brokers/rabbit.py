@@ -319,3 +319,29 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+async def broker(rabbitmq: RabbitMQ) -> str:
+    """The private broker's URL, with no osvi topology declared yet (see `remove_topology`)."""
+    await remove_topology(rabbitmq.url)
+    return rabbitmq.url
+
+
+async def remove_topology(url: str) -> None:
+    """Delete the exchanges and queues any test may have declared, whatever its partition
+    count: a test with another P than the one before must not inherit its bindings (keys would
+    hash to queues nobody consumes)."""
+    from osvi_async.worker import DEAD_LETTER_QUEUE, EXCHANGE, partition_queue
+    from osvi_async.worker._topology import DEAD_LETTER_EXCHANGE
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for name in [*(partition_queue(i) for i in range(_MOST_PARTITIONS)), DEAD_LETTER_QUEUE]:
+            await channel.queue_delete(name)
+        for exchange in (EXCHANGE, DEAD_LETTER_EXCHANGE):
+            await channel.exchange_delete(exchange)
+
+
+_MOST_PARTITIONS: Final = 64

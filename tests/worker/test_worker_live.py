@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
-import pytest
 
 from osvi_async import InjectRequest, OsviClient, RetryPolicy
 from osvi_async.testing import FaultPlan, OsviEmulator
@@ -18,31 +16,10 @@ from osvi_async.worker import (
     EXCHANGE,
     Publisher,
     Worker,
-    partition_queue,
 )
-from tests.brokers.rabbit import RabbitMQ
 
-PARTITIONS = 4
+PARTITIONS = 4  # the same in every worker test: one broker, one topology per session
 FAST = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.005)
-
-
-@pytest.fixture
-async def broker(rabbitmq: RabbitMQ) -> AsyncIterator[str]:
-    """The broker's URL, with the worker's queues empty before and after the test."""
-    await _purge(rabbitmq.url)
-    yield rabbitmq.url
-    await _purge(rabbitmq.url)
-
-
-async def _purge(url: str) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        async with Publisher(url, partitions=PARTITIONS):
-            pass  # declares the topology
-        for name in [*(partition_queue(i) for i in range(PARTITIONS)), DEAD_LETTER_QUEUE]:
-            queue = await channel.get_queue(name)
-            await queue.purge()
 
 
 async def _dead_letters(url: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
