@@ -49,10 +49,12 @@ from osvi_async.cli._common import (
     non_blank,
     run_coroutine,
 )
+from osvi_async.cli._dead_letters import dead_letters
 from osvi_async.cli._demo import DemoSettings, run_demo
 from osvi_async.cli._options import MAX_CONCURRENCY, FiniteFloat, usage_line
 from osvi_async.cli._output import OutputError, guard_stdout, visible
 from osvi_async.cli._progress import BulkProgress, logs_on
+from osvi_async.cli._publish import publish
 from osvi_async.cli._report import (
     InputIdentity,
     ReportError,
@@ -63,6 +65,7 @@ from osvi_async.cli._report import (
 )
 from osvi_async.cli._sessions import message, session, support
 from osvi_async.cli._signals import GracefulStop
+from osvi_async.cli._worker_cmd import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +77,9 @@ def main() -> None:
 main.add_command(session)
 main.add_command(message)
 main.add_command(support)
+main.add_command(publish)
+main.add_command(worker)
+main.add_command(dead_letters)
 
 
 def run(args: Sequence[str] | None = None) -> int:

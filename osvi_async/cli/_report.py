@@ -402,8 +402,11 @@ def read_report(stream: IO[bytes]) -> ReportState:
     return state
 
 
-def _open_locked(path: Path) -> int:
-    """Open (or create) `path` for appending, refuse anything but a regular file, lock it."""
+def open_locked(path: Path, command: str = "bulk") -> int:
+    """Open (or create) `path` for appending, refuse anything but a regular file, lock it.
+
+    `command` names the kind of run that holds the lock, for the message when another does.
+    """
     flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o666)  # O_NONBLOCK: a FIFO must not hang the open
@@ -416,7 +419,7 @@ def _open_locked(path: Path) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ReportError(
-                f"the report {path} is in use by another osvi-async bulk run"
+                f"the report {path} is in use by another osvi-async {command} run"
             ) from None
         os.set_blocking(fd, True)
     except BaseException:
@@ -439,7 +442,7 @@ def open_report(
             ours, belongs to another input or already holds a run and `resume` is False,
             or cannot be read or written. Nothing was written to it.
     """
-    fd = _open_locked(path)
+    fd = open_locked(path)
     file = os.fdopen(fd, "r+b", buffering=0)
     try:
         with os.fdopen(fd, "rb", closefd=False) as stream:

@@ -85,3 +85,23 @@ class GracefulStop:
                 install_stop_handlers()
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class SignalActions:
+    """What a stop signal does to something that is not a bulk run (a worker, a publish loop).
+
+    Attached to a `GracefulStop` in place of a run: `first` runs on the first signal (a
+    graceful stop), `again` on every later one (stop at once).
+    """
+
+    def __init__(
+        self, stop: GracefulStop, *, first: Callable[[], None], again: Callable[[], None]
+    ) -> None:
+        """Run `first` or `again` as `stop` counts its signals."""
+        self._stop = stop
+        self._first = first
+        self._again = again
+
+    def drain(self, grace: float = 10.0) -> None:
+        """Called by `GracefulStop` on each signal (`grace` is the stop's own business)."""
+        (self._first if self._stop.signals <= 1 else self._again)()
