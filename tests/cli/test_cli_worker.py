@@ -442,3 +442,51 @@ async def test_partitions_other_than_the_deployments_are_refused(
         channel = await connection.channel()
         with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
             await channel.declare_queue(partition_queue(PARTITIONS), passive=True)
+
+
+async def test_second_signal_stops_the_worker_at_once(
+    broker: str, osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """Calls in flight for 60 s and a 60 s grace: a second SIGTERM exits 143 at once, the
+    summary says what was cut off, and the broker has the messages back."""
+    sessions = [osvi_emulator.create_session() for _ in range(3)]
+    source = tmp_path / "rows.jsonl"
+    write_jsonl(source, session_rows(sessions, 1, "slow"))
+    published = await run(osvi_emulator, tmp_path, "publish", "--broker", broker, *P, str(source))
+    assert await published.wait() == 0, published.stderr
+    osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=(60.0, 60.0))
+    worker = await start(
+        osvi_emulator,
+        tmp_path,
+        "worker",
+        "--broker",
+        broker,
+        *P,
+        "--grace",
+        "60",
+        "--stats-every",
+        "0.05",
+        "--timeout",
+        "90",
+    )
+    await until(lambda: "3 in flight" in worker.stderr, "3 calls in flight")
+    worker.process.send_signal(signal.SIGTERM)
+    await until(lambda: "SIGTERM: stopping" in worker.stderr, "the first signal's notice")
+
+    worker.process.send_signal(signal.SIGTERM)
+
+    assert await worker.wait(timeout=30) == 143, worker.stderr
+    last = worker.stderr.splitlines()[-1]
+    assert last.startswith("stopped by SIGTERM (at once): 3 received, 0 applied")
+    assert "3 cut off in flight (may have been applied" in last
+    assert "Traceback" not in worker.stderr
+    ends = time.monotonic() + 30
+    while await _ready(broker) != 3:  # the broker notices the closed connection
+        assert time.monotonic() < ends, "the 3 messages never came back to their queues"
+        await asyncio.sleep(0.05)
+
+
+async def _ready(url: str) -> int:
+    """Messages ready in the partition queues."""
+    sizes = await queue_sizes(url)
+    return sum(sizes.values()) - sizes[DEAD_LETTER_QUEUE]
