@@ -27,7 +27,7 @@ Resolved = tuple[Item, OsviError | None]
 class AddressWindow:
     """Items in input order, the ones addressed by customer with their lookups under way."""
 
-    __slots__ = ("_cache", "_limit", "_look_up", "_lookups", "_url_for", "_waiting")
+    __slots__ = ("_cache", "_limit", "_look_up", "_lookups", "_on_ready", "_url_for", "_waiting")
 
     def __init__(
         self,
@@ -36,8 +36,12 @@ class AddressWindow:
         url_for: Callable[[str], str],
         *,
         limit: int,
+        on_ready: Callable[[], None],
     ) -> None:
         self._cache = cache
+        # Told when a lookup ends, so that its item moves on even if the input is idle (a
+        # worker's queue, say): waiting for the next item to be pulled could wait for ever.
+        self._on_ready = on_ready
         self._look_up = look_up
         self._url_for = url_for
         self._limit = limit
@@ -103,6 +107,7 @@ class AddressWindow:
         self._lookups -= 1
         if not task.cancelled():
             task.exception()  # retrieved here: take_all may never ask for it
+            self._on_ready()
 
     def _settle(self, item: Item, task: asyncio.Task[str]) -> OsviError | None:
         if task.cancelled():

@@ -101,7 +101,7 @@ class _Engine:
         self._look_up = look_up
         # Items addressed by customer wait here for their session, in input order.
         self._window = AddressWindow(
-            sessions, self._run_look_up, url_for, limit=max(1, concurrency)
+            sessions, self._run_look_up, url_for, limit=max(1, concurrency), on_ready=self._release
         )
         self._max_context_bytes = max_context_bytes
         self._items = items

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any, Final
 
 from osvi_async import _json
+from osvi_async._config import DEFAULT_MAX_CONTEXT_BYTES
 from osvi_async._validation import (
     check_context,
     check_identifier,
     check_session_id,
+    encode_inject_body,
 )
 from osvi_async.errors import ClientValidationError
 from osvi_async.models import CustomerInjectRequest, InjectRequest
@@ -40,9 +42,13 @@ def ordering_key(request: Request) -> str:
     return f"{request.customer_id}\0{request.agent_uuid}"
 
 
-def encode(request: Request) -> tuple[bytes, str]:
-    """The body and the ordering key of a checked request; ClientValidationError if invalid."""
+def encode(
+    request: Request, max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+) -> tuple[bytes, str]:
+    """The body and the ordering key of a checked request; ClientValidationError if invalid
+    (a context over `max_context_bytes` included: a worker's client would refuse it)."""
     context = check_context(request.context)
+    encode_inject_body(context, max_context_bytes)  # the size, and text UTF-8 can carry
     body: dict[str, Any] = {"v": SCHEMA_VERSION}
     if isinstance(request, InjectRequest):
         body["session_id"] = check_session_id(request.session_id)

@@ -4,6 +4,7 @@ input order per session whatever the address, lookups ahead of order, stops and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -245,3 +246,22 @@ async def test_a_session_replaced_twice_mid_run_loses_nothing_and_keeps_order(
     landed = [entry for session_id in sessions for entry in osvi_emulator.applied(session_id)]
     assert landed == [f"r{n:03}" for n in range(60)]
     assert len(sessions) == 3
+
+
+async def test_an_item_moves_on_when_its_lookup_ends_even_if_the_input_is_idle(
+    live_client: OsviClient, osvi_emulator: OsviEmulator
+) -> None:
+    """A lazy input that pauses after a customer item (a worker's queue): the item is sent
+    as soon as its session is known, not when the next item arrives."""
+    session_id = osvi_emulator.create_session(agent_uuid=AGENT, customer_id="idle")
+    pause = asyncio.Event()
+
+    async def items() -> AsyncIterator[CustomerInjectRequest]:
+        yield CustomerInjectRequest("idle", AGENT, "only")
+        await pause.wait()  # nothing more for now
+
+    async with live_client.inject_many(items()) as run:
+        outcome = await asyncio.wait_for(anext(aiter(run)), 5)
+        assert outcome.ok
+        pause.set()
+    assert osvi_emulator.applied(session_id) == ("only",)
