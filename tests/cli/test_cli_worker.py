@@ -265,6 +265,39 @@ async def test_publish_csv_then_worker_applies_in_order(
         assert osvi_emulator.applied(session_id) == tuple(f'csv, "{n}"' for n in range(5))
 
 
+async def test_customer_rows_are_looked_up_and_applied_in_order(
+    broker: str, osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """Rows addressed by customer and agent: the worker looks each pair up once and applies
+    every row in order. (Not mixed with rows naming the session: on the broker the two
+    addresses are two ordering keys, see docs/workers.md.)"""
+    customers = [f"cus_{n}" for n in range(3)]
+    sessions = {
+        c: osvi_emulator.create_session(agent_uuid="agent_w", customer_id=c) for c in customers
+    }
+    source, report = tmp_path / "rows.jsonl", tmp_path / "worker.jsonl"
+    rows = []
+    for n in range(6):
+        for customer in customers:
+            rows.append(
+                {"customer_id": customer, "agent_uuid": "agent_w", "context": f"{customer}-{n}"}
+            )
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    published = await run(osvi_emulator, tmp_path, "publish", "--broker", broker, *P, str(source))
+    assert await published.wait() == 0, published.stderr
+    worker = await start(
+        osvi_emulator, tmp_path, "worker", "--broker", broker, *P, "--report", str(report)
+    )
+    await until(lambda: len(report_lines(report)) == 18, "18 report lines")
+    worker.process.send_signal(signal.SIGTERM)
+    assert await worker.wait() == 143, worker.stderr
+    for customer in customers:
+        assert osvi_emulator.applied(sessions[customer]) == tuple(
+            f"{customer}-{n}" for n in range(6)
+        )
+    assert osvi_emulator.requests("active_session") == len(customers)
+
+
 async def test_sigterm_mid_run_then_a_second_worker_finishes(
     broker: str, osvi_emulator: OsviEmulator, tmp_path: Path
 ) -> None:
