@@ -107,6 +107,7 @@ async def test_kill_and_stop_workers_mid_run(
     replaced, another SIGTERMed. 0 lost, 0 order violations, every double flagged."""
     osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=(0.0, 0.003))
     published = await _publish(broker, osvi_emulator, 500, 10)
+    doomed = await _publish_doomed(broker, 20)
     reports = [tmp_path / f"worker{n}.jsonl" for n in range(4)]
     workers = [await _start_worker(broker, osvi_emulator, reports[n]) for n in range(3)]
     total = 5000
@@ -122,6 +123,7 @@ async def test_kill_and_stop_workers_mid_run(
     workers[1].send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(workers[1].wait(), 30) == 0
     await _wait_applied(osvi_emulator, published)
+    await _until(lambda: _dead_count(reports) >= len(doomed))
     for worker in (workers[2], workers[3]):
         worker.send_signal(signal.SIGTERM)
         await asyncio.wait_for(worker.wait(), 30)
@@ -129,6 +131,7 @@ async def test_kill_and_stop_workers_mid_run(
     print(f"lost={lost} order_violations={violations} doubled={doubled} flagged={flagged}")
     assert (lost, violations) == (0, 0)
     assert flagged == doubled
+    assert await _take_dead_letters(broker) == doomed  # exactly the permanently failing ones
     await _assert_nothing_left(broker)
 
 
@@ -153,6 +156,33 @@ async def test_broker_restart_mid_run(
     assert (lost, violations) == (0, 0)
     assert flagged == doubled
     await _assert_nothing_left(broker)
+
+
+async def _publish_doomed(broker: str, count: int) -> set[str]:
+    """Messages for sessions that do not exist: a 404 for each, permanently."""
+    doomed = set()
+    async with Publisher(broker, partitions=PARTITIONS) as publisher:
+        for n in range(count):
+            session_id = f"00000000-0000-4000-8000-{n:012}"
+            doomed.add(f"doomed-{n}")
+            await publisher.publish(InjectRequest(session_id, f"doomed-{n}"))
+    return doomed
+
+
+def _dead_count(reports: list[Path]) -> int:
+    return sum(1 for line in _report_lines(reports) if line["error"] == "NotFoundError")
+
+
+async def _take_dead_letters(broker: str) -> set[str]:
+    """The contexts in the dead-letter queue, which is emptied."""
+    contexts = set()
+    connection = await aio_pika.connect(broker)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(DEAD_LETTER_QUEUE)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            contexts.add(json.loads(message.body)["context"])
+    return contexts
 
 
 async def _assert_nothing_left(broker: str) -> None:
