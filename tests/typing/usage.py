@@ -46,6 +46,7 @@ from osvi_async import (
 )
 from osvi_async.models import SessionMetadata
 from osvi_async.testing import FaultPlan, OsviEmulator
+from osvi_async.worker import Publisher, Worker, WorkerStats
 
 # `osvi_async` exports lazily through a module `__getattr__`, which mypy types as `Any`: a name
 # left out of its TYPE_CHECKING imports would pass every check below as `Any`. Pin each one.
@@ -287,6 +288,21 @@ def cached_client() -> OsviClient:
         session_cache_ttl=10.0,
         session_cache_size=1_000,
     )
+
+
+async def through_the_broker(client: OsviClient, broker: str) -> WorkerStats:
+    async with Publisher(broker, partitions=16) as publisher:
+        message_id: str = await publisher.publish_for_customer(CUSTOMER, AGENT, "Call ended.")
+        await publisher.publish(InjectRequest("4718a326-417b-4dda-90d0-21fd65a11cb8", "x"))
+        log.info("published %s", message_id)
+
+    def report(outcome: InjectOutcome, message_id: str | None) -> None:
+        log.info("%s %s", message_id, outcome.ok)
+
+    async with Worker(client, broker, partitions=16, grace=5.0, on_outcome=report) as worker:
+        worker.stop()
+        await worker.wait()
+    return worker.stats
 
 
 async def main() -> None:
