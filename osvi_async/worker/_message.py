@@ -72,8 +72,9 @@ def decode(body: bytes, *, redelivered: bool = False) -> Request:
         raise PoisonMessageError("the body is not JSON") from None
     if not isinstance(payload, dict):
         raise PoisonMessageError("the body is not a JSON object")
-    if payload.get("v") != SCHEMA_VERSION:
-        raise PoisonMessageError(f"unknown message version {payload.get('v')!r}"[:120])
+    version = payload.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:  # not True, not 1.0
+        raise PoisonMessageError(f"unknown message version {version!r}"[:120])
     try:
         if "session_id" in payload:
             return InjectRequest(

@@ -22,9 +22,11 @@ EXCHANGE: Final = "osvi.inject"
 DEAD_LETTER_EXCHANGE: Final = "osvi.inject.dlx"
 DEAD_LETTER_QUEUE: Final = "osvi.inject.dead"
 DEFAULT_PARTITIONS: Final = 16
-DELIVERY_LIMIT: Final = 20
-"""A crash backstop only: every return raises the delivery count, even of prefetched messages
-never started, so the limit must sit well above what restarts and stops cost."""
+DELIVERY_LIMIT: Final = 1000
+"""A crash backstop only (a message that kills every worker that takes it): every return raises
+the delivery count, even of prefetched messages never started, and a worker returns its
+unacked messages at each failed cycle, so the limit sits far above what outages, restarts and
+stops cost (with the worker's doubling pause, about a day of outage)."""
 
 
 def partition_queue(index: int) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -38,7 +37,7 @@ import attrs
 
 from osvi_async._lanes import refused_for_good
 from osvi_async._validation import check_positive_int, check_seconds
-from osvi_async.errors import OsviError, RunStoppedError
+from osvi_async.errors import ItemHeldError, OsviError, RunStoppedError
 from osvi_async.models import InjectOutcome
 from osvi_async.worker._message import PoisonMessageError, decode
 from osvi_async.worker._topology import (
@@ -55,9 +54,11 @@ if TYPE_CHECKING:
 
 logger: Final = logging.getLogger("osvi_async.worker")
 
-_REMEMBERED_UNSENT: Final = 100_000
-"""Message ids this process knows it never sent (held, stopped unsent), kept so that their
-redelivery is not flagged as a possible duplicate."""
+_CONNECT_TIMEOUT: Final = 10.0
+MAX_RESTART_DELAY: Final = 60.0
+"""Longest pause between failed cycles. Every cycle returns its unacked messages, and every
+return counts towards the queue's delivery limit: the pause doubles while cycles keep failing,
+so an outage of hours, not minutes, is what it takes to reach the limit."""
 
 
 @attrs.frozen(kw_only=True)
@@ -128,7 +129,9 @@ class Worker:
             AMQP heartbeat; the worker sets the heartbeat to at least twice it).
         broker_url: The AMQP URL of the RabbitMQ broker.
         partitions: P, as the publishers use it.
-        prefetch: Most unacked messages the broker hands this worker at once.
+        prefetch: Most unacked messages the broker hands this worker at once, split evenly
+            over the partitions (at least one each: quorum queues only take a limit per
+            consumer).
         concurrency: Most injections in flight at once.
         grace: Seconds calls in flight may take to finish when a cycle ends or the worker
             stops; after that they are cut off and their messages go back to the queue.
@@ -161,7 +164,8 @@ class Worker:
         self._restart_delay = check_seconds("restart_delay", restart_delay, allow_zero=True)
         self._on_outcome = on_outcome
         self._counters = _Counters()
-        self._unsent: OrderedDict[str, None] = OrderedDict()
+        self._last_failure: OsviError | None = None
+        self._cycle_task: asyncio.Task[bool] | None = None
         self._stopping = asyncio.Event()
         self._run: BulkRun | None = None
         self._in_flight: dict[int, AbstractIncomingMessage] = {}
@@ -208,29 +212,62 @@ class Worker:
         self._stopping.set()
         if self._run is not None:
             self._run.drain(self._grace)
+        elif self._cycle_task is not None and not self._counters.connected:
+            self._cycle_task.cancel()  # still connecting: a broker that never answers
 
     async def run(self) -> None:
-        """Consume until `stop()`: cycle after cycle, reconnecting after failures."""
+        """Consume until `stop()`: cycle after cycle, reconnecting after failures, pausing
+        longer (up to a minute) while cycles keep failing."""
+        delay = self._restart_delay
         while not self._stopping.is_set():
             failed = True
+            self._last_failure = None
+            self._cycle_task = asyncio.create_task(self._cycle())
             try:
-                failed = await self._cycle()
-            except (OSError, aio_pika.exceptions.AMQPError) as error:
-                logger.warning("worker: broker connection failed (%s); retrying", error)
+                failed = await self._cycle_task
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
+                return  # stop() while connecting: nothing was consumed
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+                logger.warning(
+                    "worker: broker connection failed (%s)", error or type(error).__name__
+                )
             finally:
+                self._cycle_task = None
                 self._counters.connected = False
                 self._run = None
-            if failed and not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._restart_delay)
+            if not failed:
+                delay = self._restart_delay
+                continue
+            failure = self._failure_of_last_cycle()
+            if failure is not None:
+                logger.warning(
+                    "worker: a message failed past its retries (%s); the unacked messages "
+                    "went back to their queues; starting again in %.1f s",
+                    failure,
+                    delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(MAX_RESTART_DELAY, max(delay * 2, 0.1))
+
+    def _failure_of_last_cycle(self) -> OsviError | None:
+        """The failure that ended the last cycle, if a message's did (set by `_settle`)."""
+        return self._last_failure
 
     async def _cycle(self) -> bool:
         """One consuming cycle; returns whether it ended on a failure (so: pause first)."""
         heartbeat = max(30, int(2 * self._client.timeout) + 1)
-        connection = await aio_pika.connect(self._url, heartbeat=heartbeat)
+        connection = await asyncio.wait_for(
+            aio_pika.connect(self._url, heartbeat=heartbeat), _CONNECT_TIMEOUT
+        )
         try:
             channel = await connection.channel(publisher_confirms=True)
-            await channel.set_qos(prefetch_count=self._prefetch)
+            # Quorum queues take only a per-consumer limit: the worker's total is split over
+            # its partitions (at least one message each).
+            per_partition = max(1, self._prefetch // self._partitions)
+            await channel.set_qos(prefetch_count=per_partition)
             await declare(channel, self._partitions)
             dead_letters = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
             deliveries = _InDeliveryOrder()
@@ -274,10 +311,6 @@ class Worker:
                 if not await self._settle(outcome, message, dead_letters):
                     failed = True
                     run.drain(self._grace)  # the rest goes back to the queue, in order
-        for leftover in run.leftovers:
-            unsettled = self._in_flight.get(leftover.index)
-            if unsettled is not None and leftover.error is not None:
-                self._remember_unsent(unsettled, leftover.error)
         return failed
 
     async def _requests(
@@ -287,9 +320,10 @@ class Worker:
         while True:
             message = await deliveries.get()
             self._counters.received += 1
-            maybe_applied = message.redelivered and message.message_id not in self._unsent
             try:
-                request = decode(message.body, redelivered=bool(maybe_applied))
+                # A redelivered message may have been applied by whoever had it before, in
+                # this process or another: it is always sent as a resend (and flagged).
+                request = decode(message.body, redelivered=bool(message.redelivered))
             except PoisonMessageError as poison:
                 await self._dead_letter(message, dead_letters, reason=poison.reason)
                 continue
@@ -316,8 +350,8 @@ class Worker:
         if error is not None and refused_for_good(error):
             await self._dead_letter(message, dead_letters, error=error)
             return True
-        if error is not None:
-            self._remember_unsent(message, error)
+        if self._last_failure is None and not isinstance(error, RunStoppedError | ItemHeldError):
+            self._last_failure = error  # the cause, not the items held behind it
         return isinstance(error, RunStoppedError)  # a stop is not a failure
 
     async def _dead_letter(
@@ -346,13 +380,6 @@ class Worker:
         )
         self._counters.dead_lettered += 1
         await _ack(message)
-
-    def _remember_unsent(self, message: AbstractIncomingMessage, error: OsviError) -> None:
-        if message.message_id is None or error.may_have_been_applied:
-            return
-        self._unsent[message.message_id] = None
-        while len(self._unsent) > _REMEMBERED_UNSENT:
-            self._unsent.popitem(last=False)
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:

@@ -115,8 +115,9 @@ async def test_an_outage_longer_than_the_retries_keeps_order_and_loses_nothing(
         await _until(lambda: worker.stats.succeeded == 50)
     for session_id in sessions:
         assert osvi_emulator.applied(session_id) == tuple(f"e{n}" for n in range(10))
-    # Engine-unreachable failures certainly did not apply: the redeliveries are not flagged.
-    assert worker.stats.possible_duplicates == 0
+    # Every message came back at least once, and a redelivery is always sent as a resend:
+    # whoever had it before (this process or another) may have applied it. So all are flagged.
+    assert worker.stats.possible_duplicates == 50
 
 
 async def test_a_stop_returns_what_it_did_not_apply(
