@@ -34,6 +34,7 @@ from osvi_async.cli._broker import (
 )
 from osvi_async.cli._common import EXIT_FAILED, Output, json_option, run_coroutine
 from osvi_async.cli._publish import broker_options
+from osvi_async.errors import ClientValidationError
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
@@ -67,7 +68,7 @@ class DeadLetter:
         headers = message.headers or {}
         try:
             payload = json.loads(message.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # poison: not JSON, or nested past any limit
             payload = None
         fields = payload if isinstance(payload, dict) else {}
 
@@ -100,12 +101,13 @@ class DeadLetter:
             address = "not an injection"
         why = self.code or self.error or "poison"
         applied = "; may have been applied" if self.may_have_been_applied else ""
-        what = f"context {self.context!r}" if self.body is None else f"body {self.body!r}"
+        shown = _shortened(self.context)
+        what = f"context {shown!r}" if self.body is None else f"body {self.body!r}"
         line = f"{self.message_id or '-'}: {address}: {why}: {self.reason}{applied}; {what}"
         if requeued_as is not None:
             line += f"; requeued as {requeued_as}"
         elif left:
-            line += "; left in the queue (not an injection)"
+            line += "; left in the queue (not an injection a worker would take)"
         return line
 
     def as_json(self, requeued_as: str | None) -> str:
@@ -158,6 +160,7 @@ async def _dead_letters(
         PoisonMessageError,
         Publisher,
         decode,
+        encode,
     )
 
     connection = await connect_or_exit(url, redact)
@@ -183,7 +186,10 @@ async def _dead_letters(
                     if publisher is not None:
                         try:
                             request = decode(message.body)
-                        except PoisonMessageError:
+                            # What a worker would refuse (a context over the size limit)
+                            # stays a dead letter instead of stopping the listing.
+                            encode(request)
+                        except (PoisonMessageError, ClientValidationError):
                             left += 1
                             kept = True
                         else:
@@ -210,3 +216,13 @@ async def _dead_letter_queue(connection: AbstractConnection, name: str) -> Abstr
         return await channel.declare_queue(name, passive=True)
     except aio_pika.exceptions.ChannelNotFoundEntity:
         return None
+
+
+def _shortened(text: str | None) -> str | None:
+    """A context as listed: a dead letter can hold megabytes; the listing shows the start."""
+    if text is None or len(text) <= _SHOWN_CONTEXT:
+        return text
+    return f"{text[:_SHOWN_CONTEXT]}... ({len(text)} characters)"
+
+
+_SHOWN_CONTEXT = 2000

@@ -405,6 +405,36 @@ async def test_dead_letters_lists_then_requeues(
     assert sum(sizes.values()) == 1  # back in its partition queue, for the workers
 
 
+async def test_dead_letters_lists_what_no_worker_would_take_and_leaves_it(
+    broker: str, osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """Dead letters nested past any JSON limit, or with a context over the size limit, are
+    listed (the context cut short) and left in the queue: no internal error, exit 1."""
+    from osvi_async.worker._topology import DEAD_LETTER_EXCHANGE
+
+    async with Publisher(broker, partitions=PARTITIONS):
+        pass  # the topology
+    huge = json.dumps({"v": 1, "session_id": UNKNOWN_SESSION, "context": "x" * 2_000_000})
+    connection = await aio_pika.connect(broker)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
+        for body in (b"[" * 100_000 + b"]" * 100_000, huge.encode()):
+            await exchange.publish(aio_pika.Message(body), routing_key="")
+
+    requeued = await run(
+        osvi_emulator, tmp_path, "dead-letters", "--broker", broker, *P, "--requeue"
+    )
+
+    assert await requeued.wait() == 1, requeued.stderr
+    assert "internal error" not in requeued.stderr
+    assert one_line(requeued.stderr).endswith("requeued 0, left 2 (not injections)")
+    lines = requeued.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(len(line) < 5_000 for line in lines)
+    assert (await queue_sizes(broker))[DEAD_LETTER_QUEUE] == 2
+
+
 @pytest.mark.parametrize(
     "command",
     [["publish", "INPUT"], ["worker"], ["dead-letters"]],
