@@ -446,17 +446,7 @@ class OsviClient:
         """
         customer_id = check_identifier("customer_id", customer_id)
         agent_uuid = check_identifier("agent_uuid", agent_uuid)
-        session = await self._call_by_customer(
-            GET_ACTIVE_SESSION,
-            self._active_url(customer_id, agent_uuid),
-            None,
-            customer_id,
-            agent_uuid,
-            timeout,
-            retry,
-        )
-        self._sessions.remember(customer_id, agent_uuid, session.id)
-        return session
+        return await self._active_session(customer_id, agent_uuid, timeout, retry)
 
     async def get_active_sessions(
         self,
@@ -608,6 +598,7 @@ class OsviClient:
         retry: RetryPolicy | None,
         *,
         session_id: str = "",
+        gate: AttemptGate | None = None,
     ) -> T:
         """Run a call addressed by customer (and agent): no session id in the path."""
         if self._transport.closed:
@@ -625,6 +616,7 @@ class OsviClient:
             policy=policy,
             session_id=session_id,
             target=target,
+            gate=gate,
         )
 
     async def _look_up_session_id(
@@ -637,18 +629,30 @@ class OsviClient:
     ) -> str:
         """The session cache's lookup, with the calling code's timeout and retry policy (and,
         in a bulk run, its flow control)."""
-        session = await call(
-            self._transport,
+        session = await self._active_session(customer_id, agent_uuid, timeout, policy, gate)
+        return session.id
+
+    async def _active_session(
+        self,
+        customer_id: str,
+        agent_uuid: str,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        gate: AttemptGate | None = None,
+    ) -> ChatSession:
+        """GET the pair's active session (ids already checked) and remember it."""
+        session = await self._call_by_customer(
             GET_ACTIVE_SESSION,
             self._active_url(customer_id, agent_uuid),
             None,
-            timeout=timeout,
-            policy=policy,
-            target=f"customer {customer_id!r} with agent {agent_uuid!r}",
+            customer_id,
+            agent_uuid,
+            timeout,
+            retry,
             gate=gate,
         )
         self._sessions.remember(customer_id, agent_uuid, session.id)
-        return session.id
+        return session
 
     def _call_options(
         self, timeout: float | None, retry: RetryPolicy | None
