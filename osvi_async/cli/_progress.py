@@ -68,7 +68,31 @@ def logs_on(console: Console) -> Iterator[None]:
         logger.propagate = propagate
 
 
-class BulkProgress:
+class LiveBar:
+    """A rich `Progress` shown while the `with` block runs, with a last redraw at its end;
+    subclasses build `_progress` and say in `refresh` what it shows."""
+
+    _progress: Progress
+
+    def refresh(self) -> None:
+        """Push the counters to the display."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.refresh()
+        self._progress.stop()
+
+
+class BulkProgress(LiveBar):
     """Shows a `BulkCounts` as it changes."""
 
     def __init__(
@@ -118,16 +142,3 @@ class BulkProgress:
             retries=counts.retries,
             rate=done / elapsed if elapsed > 0 else 0.0,
         )
-
-    def __enter__(self) -> Self:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.refresh()
-        self._progress.stop()

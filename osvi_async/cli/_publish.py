@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final, Self, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import attrs
 import click
@@ -53,10 +53,11 @@ from osvi_async.cli._common import (
     fail,
     run_coroutine,
 )
+from osvi_async.cli._progress import LiveBar
 from osvi_async.cli._signals import GracefulStop, SignalActions, exit_code, signal_name
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 BROKER_HELP: Final = (
     "RabbitMQ AMQP URL (amqp://USER:PASSWORD@HOST:PORT/VHOST); defaults to $OSVI_BROKER_URL. "
@@ -131,7 +132,7 @@ class PublishCounts:
         return EXIT_FAILED if self.invalid_lines else 0
 
 
-class _PublishProgress:
+class _PublishProgress(LiveBar):
     """A live bar on a terminal (published/total, rate, invalid); nothing elsewhere."""
 
     def __init__(self, console: Console, counts: PublishCounts, total: int | None) -> None:
@@ -156,19 +157,6 @@ class _PublishProgress:
             completed=counts.published + len(counts.invalid_lines),
             invalid=len(counts.invalid_lines),
         )
-
-    def __enter__(self) -> Self:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.refresh()
-        self._progress.stop()
 
 
 @click.command()
