@@ -28,10 +28,10 @@ COLLECTED = re.compile(r"Collected : (\d+)")
 def child(mode: str, calls: int) -> None:
     """Make `calls` stubbed calls of one path (after 200 to warm up)."""
     sys.path.insert(0, str(ROOT))
-    import osvi_async._transport as transport_module
+    import osvi_async._aiohttp as transport_module
     from bench import overhead
 
-    transport_module.Transport.send = overhead._stub_send  # type: ignore[method-assign]
+    transport_module.AiohttpTransport.send = overhead._stub_send  # type: ignore[method-assign]
     path = overhead.single if mode == "inject_context" else overhead.bulk
 
     async def main() -> None:

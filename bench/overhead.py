@@ -16,7 +16,7 @@ import statistics
 import time
 import uuid
 
-import osvi_async._transport as transport_module
+import osvi_async._aiohttp as transport_module
 from osvi_async import OsviClient
 from osvi_async._transport import RawResponse
 
@@ -34,7 +34,12 @@ CONTEXT = "Earlier voice call: customer wants a refund and prefers WhatsApp foll
 
 
 async def _stub_send(
-    self: transport_module.Transport, method: str, url: str, body: bytes | None, *, timeout: float
+    self: transport_module.AiohttpTransport,
+    method: str,
+    url: str,
+    body: bytes | None,
+    *,
+    timeout: float,
 ) -> RawResponse:
     await asyncio.sleep(0)
     return RawResponse(200, ANSWERS[url], None)
@@ -61,7 +66,7 @@ async def bulk(client: OsviClient, calls: int, concurrency: int) -> None:
 
 async def measure(calls: int, concurrency: int, repetitions: int) -> dict[str, float]:
     """Median microseconds per call of each path."""
-    transport_module.Transport.send = _stub_send  # type: ignore[method-assign]
+    transport_module.AiohttpTransport.send = _stub_send  # type: ignore[method-assign]
     client = OsviClient("0123456789abcdef", base_url="http://127.0.0.1:9")
     results: dict[str, list[float]] = {"inject_context": [], "inject_many": []}
     for _ in range(repetitions):

@@ -38,7 +38,7 @@ from osvi_async._endpoints import (
 )
 from osvi_async._flow import FlowControl
 from osvi_async._sessions import SessionCache, inject_for_customer
-from osvi_async._transport import Transport, closed_client_error
+from osvi_async._transport import HttpBackend, closed_client_error, open_transport
 from osvi_async._validation import (
     check_bool,
     check_callable,
@@ -118,11 +118,15 @@ class OsviClient:
             customer) reuse a looked-up active session before looking it up again.
         session_cache_size: Most (customer, agent) pairs kept in that cache; the least
             recently used goes first.
+        http_backend: The HTTP stack requests go through: `"aiohttp"` (the default) or
+            `"reqwest"`, Rust's reqwest through pyreqwest (`pip install 'osvi-async[reqwest]'`),
+            which spends far less CPU per request; both keep the same timeouts, retries,
+            size caps and errors. `session` works only with aiohttp.
 
     Raises:
         ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout`,
-            `max_connections` or `max_context_bytes`, or a `session` that is not an aiohttp
-            `ClientSession`.
+            `max_connections` or `max_context_bytes`, a `session` that is not an aiohttp
+            `ClientSession`, an unknown `http_backend`, or "reqwest" without pyreqwest.
     """
 
     __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_sessions", "_transport")
@@ -139,6 +143,7 @@ class OsviClient:
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
         session_cache_ttl: float = DEFAULT_SESSION_CACHE_TTL,
         session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE,
+        http_backend: HttpBackend = "aiohttp",
     ) -> None:
         # Set first so that __del__ works even if validation below raises.
         self._owns_transport = False
@@ -152,7 +157,8 @@ class OsviClient:
             max_connections=max_connections,
             max_context_bytes=max_context_bytes,
         )
-        self._transport = Transport(
+        self._transport = open_transport(
+            http_backend,
             api_token=self._config.api_token,
             max_connections=self._config.max_connections,
             max_response_bytes=self._config.max_response_bytes,
