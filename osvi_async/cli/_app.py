@@ -18,7 +18,13 @@ from typing import IO, cast
 import click
 from rich.console import Console
 
-from osvi_async import InjectContextResult, NotFoundError, OsviClient, OsviError
+from osvi_async import (
+    ClientValidationError,
+    InjectContextResult,
+    NotFoundError,
+    OsviClient,
+    OsviError,
+)
 from osvi_async.cli import request_started
 from osvi_async.cli._bulk_io import (
     InputError,
@@ -41,9 +47,14 @@ from osvi_async.cli._common import (
     before_sending,
     check_by_customer,
     check_by_session,
+    choose_loop,
+    chosen_loop,
     error_exit,
     fail,
+    http_backend,
+    http_backend_option,
     json_option,
+    loop_option,
     make_client,
     no_active_session,
     non_blank,
@@ -70,8 +81,10 @@ from osvi_async.cli._worker_cmd import worker
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="osvi-async")
-def main() -> None:
+@loop_option
+def main(event_loop: str) -> None:
     """osvi-async: OSVI chat sessions, messages and context from the command line."""
+    choose_loop(event_loop)
 
 
 main.add_command(session)
@@ -411,7 +424,7 @@ def serve(args: tuple[str, ...]) -> None:
     """Serve the local emulator until Ctrl+C or SIGTERM (options: osvi-async serve --help)."""
     from osvi_async.testing import main as serve_main  # noqa: PLC0415 - loads aiohttp.web
 
-    sys.exit(serve_main(list(args), prog="osvi-async serve"))
+    sys.exit(serve_main(list(args), prog="osvi-async serve", event_loop=chosen_loop()))
 
 
 @main.command()
@@ -426,10 +439,20 @@ def serve(args: tuple[str, ...]) -> None:
     show_default=True,
 )
 @click.option("--seed", type=int, default=42, show_default=True)
+@http_backend_option
 def demo(sessions: int, entries: int, concurrency: int, seed: int) -> None:
     """Bulk-inject into the embedded emulator under faults, then verify every entry."""
     console = Console()
-    settings = DemoSettings(sessions=sessions, entries=entries, concurrency=concurrency, seed=seed)
-    verified = run_coroutine(run_demo(settings, console))
+    settings = DemoSettings(
+        sessions=sessions,
+        entries=entries,
+        concurrency=concurrency,
+        seed=seed,
+        http_backend=http_backend(),
+    )
+    try:
+        verified = run_coroutine(run_demo(settings, console))
+    except ClientValidationError as error:  # reqwest without pyreqwest
+        raise error_exit(error) from None
     if not verified:
         raise click.exceptions.Exit(EXIT_FAILED)

@@ -11,7 +11,6 @@ everything a command prints, in case a server echoed it into a field the SDK han
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
@@ -28,6 +27,9 @@ from osvi_async import (
     OsviClient,
     OsviError,
 )
+from osvi_async._loop import EVENT_LOOP_CHOICES, EVENT_LOOP_ENV, choose_event_loop
+from osvi_async._loop import run as run_on_loop
+from osvi_async._transport import HTTP_BACKENDS, HttpBackend
 from osvi_async.cli import install_stop_handlers, set_stop_note
 from osvi_async.cli._options import FiniteFloat
 from osvi_async.cli._output import CLOSED, OutputError, stdout_closed, visible, visible_json
@@ -43,27 +45,26 @@ EXIT_NO_ACTIVE_SESSION: Final = 4
 REDACTED: Final = "[REDACTED]"
 _TOKEN_HELP: Final = "API token; defaults to $OSVI_API_TOKEN. Never printed."  # noqa: S105
 _URL_HELP: Final = "API root; defaults to $OSVI_BASE_URL, then https://api.osvi.ai."
+_LOOP_HELP: Final = (
+    "Event loop: auto (uvloop when installed, else asyncio), asyncio, or uvloop (an error "
+    "when missing)."
+)
+_HTTP_BACKEND_HELP: Final = "HTTP stack: aiohttp, or reqwest (pip install 'osvi-async[reqwest]')."
+_EVENT_LOOP_KEY: Final = "osvi_async.event_loop"
+_HTTP_BACKEND_KEY: Final = "osvi_async.http_backend"
 TIMEOUT: Final = FiniteFloat(min=0, min_open=True)
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (the `fast` extra), else on asyncio's own loop.
+    """Run on the event loop `osvi-async --loop` chose (`osvi_async._loop.run`).
 
     Closing a loop may restore the default signal handlers (a loop's signal handlers are
     removed with SIG_DFL), so the entry point's stop handlers are put back afterwards.
     """
     try:
-        import uvloop  # noqa: PLC0415 - optional: the `fast` extra
-    except ImportError:
-        try:
-            return asyncio.run(coroutine)
-        finally:
-            install_stop_handlers()
-    try:
-        result: T = uvloop.run(coroutine)  # typed as Any where uvloop is not installed
+        return run_on_loop(coroutine, event_loop=chosen_loop())
     finally:
         install_stop_handlers()
-    return result
 
 
 class Output:
@@ -195,7 +196,11 @@ def no_active_session(customer_id: str, agent_uuid: str | None) -> str:
 
 
 def make_client(token: str | None, base_url: str | None, timeout: float) -> OsviClient:
-    """The client for one command; no token is a usage error (exit 2), as is a bad option."""
+    """The client for one command; no token is a usage error (exit 2), as is a bad option.
+
+    It sends through the `--http-backend` its command was given (`http_backend_option`);
+    "reqwest" without pyreqwest installed is the client's one-line usage error.
+    """
     if not token:
         raise fail("no API token: pass --token or set OSVI_API_TOKEN", EXIT_USAGE)
     if base_url is None and os.environ.get("OSVI_BASE_URL") == "":
@@ -207,13 +212,85 @@ def make_client(token: str | None, base_url: str | None, timeout: float) -> Osvi
             EXIT_USAGE,
         )
     try:
-        return OsviClient(token, base_url=base_url, timeout=timeout)
+        return OsviClient(token, base_url=base_url, timeout=timeout, http_backend=http_backend())
     except ClientValidationError as error:
         raise error_exit(error) from None
 
 
+def _chosen(key: str) -> str | None:
+    """What an option of this invocation stored under `key` (None outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    value = ctx.meta.get(key) if ctx is not None else None
+    return value if isinstance(value, str) else None
+
+
+def loop_option(command: F) -> F:
+    """--loop {auto,asyncio,uvloop}: the event loop every command of the process runs on.
+
+    On the group, since the loop belongs to the process, not to one command: `osvi-async
+    --loop asyncio bulk ...`. Call `choose_loop` with its value in the group's callback.
+    """
+    return click.option(
+        "--loop",
+        "event_loop",
+        type=click.Choice(EVENT_LOOP_CHOICES),
+        default="auto",
+        envvar=EVENT_LOOP_ENV,
+        show_envvar=True,  # also names the variable in the error for a bad value in it
+        show_default=True,
+        help=_LOOP_HELP,
+    )(command)
+
+
+def choose_loop(event_loop: str) -> None:
+    """Check --loop now, before a command reads input or sends anything; `run_coroutine`
+    then runs on it. uvloop asked for but not installed: one line, exit 2."""
+    try:
+        chosen = choose_event_loop(event_loop)
+    except ClientValidationError as error:
+        raise fail(str(error), EXIT_USAGE) from None
+    click.get_current_context().meta[_EVENT_LOOP_KEY] = chosen
+
+
+def chosen_loop() -> str | None:
+    """The loop `choose_loop` chose for this process (None outside a command:
+    `$OSVI_EVENT_LOOP` decides)."""
+    return _chosen(_EVENT_LOOP_KEY)
+
+
+def _keep_http_backend(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[_HTTP_BACKEND_KEY] = value
+    return value
+
+
+def http_backend_option(command: F) -> F:
+    """--http-backend {aiohttp,reqwest}: the HTTP stack of the command's client.
+
+    Not passed to the command: `make_client` (and the demo, through `http_backend`) reads it,
+    so every command with `api_options` takes it without a parameter of its own.
+    """
+    return click.option(
+        "--http-backend",
+        type=click.Choice(HTTP_BACKENDS),
+        default="aiohttp",
+        envvar="OSVI_HTTP_BACKEND",
+        show_envvar=True,  # also names the variable in the error for a bad value in it
+        show_default=True,
+        expose_value=False,
+        callback=_keep_http_backend,
+        help=_HTTP_BACKEND_HELP,
+    )(command)
+
+
+def http_backend() -> HttpBackend:
+    """The --http-backend of the running command ("aiohttp" outside one)."""
+    return "reqwest" if _chosen(_HTTP_BACKEND_KEY) == "reqwest" else "aiohttp"
+
+
 def api_options(command: F) -> F:
-    """--token, --base-url and --timeout, the same on every command that calls the API."""
+    """--token, --base-url, --timeout and --http-backend, the same on every command that
+    calls the API."""
+    command = http_backend_option(command)
     command = click.option("--timeout", type=TIMEOUT, default=30.0, help="Seconds per attempt.")(
         command
     )

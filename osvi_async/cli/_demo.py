@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from osvi_async import InjectOutcome, OsviClient, RetryPolicy
+from osvi_async._loop import event_loop_name
+from osvi_async._transport import HttpBackend
 from osvi_async.cli._bulk_io import Record
 from osvi_async.cli._bulk_run import BulkCounts, run_bulk
 from osvi_async.cli._progress import BulkProgress
@@ -32,6 +34,7 @@ class DemoSettings:
     engine_error_rate: float = 0.05
     unavailable_rate: float = 0.01
     seed: int = 42
+    http_backend: HttpBackend = "aiohttp"
 
 
 async def run_demo(settings: DemoSettings, console: Console) -> bool:
@@ -67,7 +70,10 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
         retry = RetryPolicy(max_retries=6, initial_delay=0.05, max_delay=1.0)
         started = time.monotonic()
         async with OsviClient(
-            emulator.api_token, base_url=emulator.base_url, retry=retry
+            emulator.api_token,
+            base_url=emulator.base_url,
+            retry=retry,
+            http_backend=settings.http_backend,
         ) as client:
             accepted: set[int] = set()
 
@@ -93,6 +99,7 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
         elapsed = time.monotonic() - started
         problems = verify(emulator, records, accepted)
         stats = emulator.stats
+    loop = event_loop_name()
     table = Table(title="osvi-async demo", show_header=False)
     table.add_row("items", str(settings.entries))
     table.add_row("succeeded / failed", f"{counts.ok} / {counts.failed}")
@@ -103,6 +110,8 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
     table.add_row("elapsed", f"{elapsed:.2f} s")
     table.add_row("throughput", f"{settings.entries / elapsed:,.0f} items/s")
     table.add_row("peak requests in flight", str(stats.peak_in_flight))
+    # What the throughput was measured on.
+    table.add_row("event loop / HTTP backend", f"{loop} / {settings.http_backend}")
     verdict = "[green]OK[/]: every accepted entry landed exactly once, in order"
     table.add_row("verification", verdict if not problems else f"[red]FAILED[/]: {problems[0]}")
     console.print(table)

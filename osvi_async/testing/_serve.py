@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
+from osvi_async._loop import run
 from osvi_async._validation import check_api_token
 from osvi_async.errors import ClientValidationError
 from osvi_async.testing._emulator import DEFAULT_HOST, OsviEmulator
@@ -167,12 +168,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = DEFAULT_PROG) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = DEFAULT_PROG, event_loop: str | None = None
+) -> int:
     """Run the emulator from the command line; returns the process exit status.
 
     Prints the URL and the token to use, then serves until SIGINT or SIGTERM (exit status 0).
     Exit status 1 when the address cannot be bound, 2 for bad arguments. `prog` is the
-    command name that usage and ``--help`` show.
+    command name that usage and ``--help`` show. `event_loop`: "auto" (uvloop when
+    installed), "asyncio" or "uvloop"; None reads ``$OSVI_EVENT_LOOP`` (see ``_loop.run``).
     """
     args = _parser(prog).parse_args(argv)
     plan = FaultPlan(
@@ -191,7 +195,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = DEFAULT_PROG) -> int:
         print("Stop with Ctrl+C or SIGTERM.", flush=True)
 
     try:
-        asyncio.run(serve(args.host, args.port, args.token, plan, on_ready=announce))
+        run(serve(args.host, args.port, args.token, plan, on_ready=announce), event_loop=event_loop)
+    except ClientValidationError as exc:  # an unknown loop, or uvloop asked for and missing
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
