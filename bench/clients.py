@@ -1,10 +1,12 @@
 """The clients a benchmark compares; each runs up to N inject_context calls at concurrency C.
 
 Every client does the same work: POST `{"context": ...}` with the API-Token header to
-`/v1/chat/session/{id}/inject_context` for ids taken round-robin from a pool, check the status
-and decode the JSON answer. Each `run_*` takes `(base_url, session_ids, count, concurrency,
-tally)`, counts every completed call in `tally.done`, and returns when `count` calls are done
-(never, when `count` is None: bench/run_client.py cancels it after its time window).
+`/v1/chat/session/{id}/inject_context` for ids taken round-robin from a pool (bench/harness.py
+gives a pool of one), check the status, decode the JSON answer and check it is a success for
+that session (the SDK checks that itself). Each `run_*` takes `(base_url, session_ids, count,
+concurrency, tally)`, counts every completed call in `tally.done`, and returns when `count`
+calls are done (never, when `count` is None: bench/run_client.py cancels it after its time
+window).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ GENERATED_PACKAGE: Final = "osvi_generated_client"
 TIMEOUT_SECONDS: Final = 30.0
 """Every client's timeout per request: the SDK's default (httpx's own 5 s connect timeout
 fails at c=512 against the emulator while its event loop is busy)."""
+
+
+def check_answer(body: Any, session_id: str) -> None:
+    """Fail unless `body` is a success naming `session_id`: what the SDK checks on every answer."""
+    if body["success"] is not True or body["data"]["session_id"] != session_id:
+        raise RuntimeError(f"unexpected answer for session {session_id}: {body!r}")
 
 
 class Tally:
@@ -60,21 +68,42 @@ async def _spread(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def run_sdk(
-    base_url: str, ids: Sequence[str], count: int | None, concurrency: int, tally: Tally
+async def _run_sdk_on(
+    base_url: str,
+    ids: Sequence[str],
+    count: int | None,
+    concurrency: int,
+    tally: Tally,
+    *,
+    backend: str | None,
 ) -> None:
-    """osvi_async: OsviClient.inject_context, one call per request."""
     from osvi_async import OsviClient
 
+    # Only a non-default backend is named, so `sdk` runs on SDK versions without the option.
+    options: dict[str, Any] = {} if backend is None else {"http_backend": backend}
     pool = len(ids)
     async with OsviClient(
-        TOKEN, base_url=base_url, timeout=TIMEOUT_SECONDS, max_connections=concurrency
+        TOKEN, base_url=base_url, timeout=TIMEOUT_SECONDS, max_connections=concurrency, **options
     ) as client:
 
         async def call(n: int) -> None:
             await client.inject_context(ids[n % pool], CONTEXT)
 
         await _spread(count, concurrency, tally, call)
+
+
+async def run_sdk(
+    base_url: str, ids: Sequence[str], count: int | None, concurrency: int, tally: Tally
+) -> None:
+    """osvi_async: OsviClient.inject_context, one call per request (aiohttp underneath)."""
+    await _run_sdk_on(base_url, ids, count, concurrency, tally, backend=None)
+
+
+async def run_sdk_reqwest(
+    base_url: str, ids: Sequence[str], count: int | None, concurrency: int, tally: Tally
+) -> None:
+    """osvi_async on its reqwest transport: OsviClient(http_backend="reqwest").inject_context."""
+    await _run_sdk_on(base_url, ids, count, concurrency, tally, backend="reqwest")
 
 
 async def run_sdk_many(
@@ -110,10 +139,40 @@ async def run_aiohttp(
     ) as session:
 
         async def call(n: int) -> None:
-            url = f"{base_url}/v1/chat/session/{ids[n % pool]}/inject_context"
+            session_id = ids[n % pool]
+            url = f"{base_url}/v1/chat/session/{session_id}/inject_context"
             async with session.post(url, json={"context": CONTEXT}) as response:
                 response.raise_for_status()
-                await response.json()
+                check_answer(await response.json(), session_id)
+
+        await _spread(count, concurrency, tally, call)
+
+
+async def run_pyreqwest(
+    base_url: str, ids: Sequence[str], count: int | None, concurrency: int, tally: Tally
+) -> None:
+    """Hand-written pyreqwest (Rust reqwest): `body_json`, `await response.json()`."""
+    from datetime import timedelta
+
+    from pyreqwest.client import ClientBuilder
+
+    pool = len(ids)
+    client = (
+        ClientBuilder()
+        .max_connections(concurrency)
+        .default_headers({"API-Token": TOKEN})
+        .timeout(timedelta(seconds=TIMEOUT_SECONDS))
+        .build()
+    )
+    async with client:
+
+        async def call(n: int) -> None:
+            session_id = ids[n % pool]
+            url = f"{base_url}/v1/chat/session/{session_id}/inject_context"
+            response = await client.post(url).body_json({"context": CONTEXT}).build().send()
+            if response.status != 200:
+                raise RuntimeError(f"pyreqwest got status {response.status}")
+            check_answer(await response.json(), session_id)
 
         await _spread(count, concurrency, tally, call)
 
@@ -134,7 +193,8 @@ async def run_aiohttp_tenacity(
     ) as session:
 
         async def call(n: int) -> None:
-            url = f"{base_url}/v1/chat/session/{ids[n % pool]}/inject_context"
+            session_id = ids[n % pool]
+            url = f"{base_url}/v1/chat/session/{session_id}/inject_context"
             async for attempt in tenacity.AsyncRetrying(
                 stop=tenacity.stop_after_attempt(4),
                 wait=tenacity.wait_random_exponential(multiplier=0.5, max=8),
@@ -144,7 +204,7 @@ async def run_aiohttp_tenacity(
                 with attempt:
                     async with session.post(url, json={"context": CONTEXT}) as response:
                         response.raise_for_status()
-                        await response.json()
+                        check_answer(await response.json(), session_id)
 
         await _spread(count, concurrency, tally, call)
 
@@ -162,12 +222,12 @@ async def run_httpx(
     ) as client:
 
         async def call(n: int) -> None:
+            session_id = ids[n % pool]
             response = await client.post(
-                f"/v1/chat/session/{ids[n % pool]}/inject_context",
-                json={"context": CONTEXT},
+                f"/v1/chat/session/{session_id}/inject_context", json={"context": CONTEXT}
             )
             response.raise_for_status()
-            response.json()
+            check_answer(response.json(), session_id)
 
         await _spread(count, concurrency, tally, call)
 
@@ -217,10 +277,15 @@ async def run_generated(
     async with client:
 
         async def call(n: int) -> None:
+            session_id = ids[n % pool]
             parsed = await endpoint.asyncio(
-                ids[n % pool], client=client, body=body_class(context=CONTEXT)
+                session_id, client=client, body=body_class(context=CONTEXT)
             )
-            if not isinstance(parsed, ok_class):
+            if (
+                not isinstance(parsed, ok_class)
+                or parsed.success is not True
+                or parsed.data.session_id != session_id
+            ):
                 raise RuntimeError(f"generated client got {parsed!r}")
 
         await _spread(count, concurrency, tally, call)
@@ -233,5 +298,7 @@ CLIENTS: Final[dict[str, Runner]] = {
     "aiohttp_tenacity": run_aiohttp_tenacity,
     "httpx": run_httpx,
     "generated": run_generated,
+    "pyreqwest": run_pyreqwest,
+    "sdk_reqwest": run_sdk_reqwest,
 }
 """Every client, by the name the driver and the tables use."""
