@@ -142,14 +142,32 @@ def table(summary: dict[str, Any]) -> list[str]:
                 continue
             cpu = figures["cpu_us_per_req"]
             other = figures["other_cpu_share"]
+            if client == BASELINE:
+                versus, cpu_versus = "1.00", "1.00"
+            else:
+                versus = _spread(ratio(rows, client, BASELINE, "req_per_s", level))
+                cpu_versus = _spread(ratio(rows, client, BASELINE, "cpu_us_per_req", level))
             lines.append(
-                f"| {level} | {client} | {figures['req_per_s']:,.0f} | "
-                f"{_spread(ratio(rows, client, BASELINE, 'req_per_s', level))} | "
-                f"{'' if cpu is None else f'{cpu:,.1f}'} | "
-                f"{_spread(ratio(rows, client, BASELINE, 'cpu_us_per_req', level))} | "
+                f"| {level} | {client} | {figures['req_per_s']:,.0f} | {versus} | "
+                f"{'' if cpu is None else f'{cpu:,.1f}'} | {cpu_versus} | "
                 f"{figures['runs']:.0f} | {'' if other is None else f'{other:.2f}'} |"
             )
     return lines
+
+
+def _missing(summary: dict[str, Any], entry: Row) -> str:
+    """Why a target has no ratio: which of its clients was not run, or failed, and how."""
+    found = medians(summary["measurements"])
+    reasons = []
+    for client in (entry["top"], entry["bottom"]):
+        if (entry["concurrency"], client) in found:
+            continue
+        if client not in summary["clients"]:
+            reasons.append(f"{client} not run")
+        else:
+            failure = _failure(summary["measurements"], entry["concurrency"], client)
+            reasons.append(f"{client} failed ({failure})".replace("|", "/"))
+    return "; ".join(reasons) or "no figure"
 
 
 def verdict_lines(summary: dict[str, Any]) -> list[str]:
@@ -158,7 +176,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
     for entry in summary["verdicts"]:
         sign = ">=" if entry["kind"] == "min" else "<="
         if entry["ratio"] is None:
-            verdict = "n/a: a client has no figure"
+            verdict = f"n/a: {_missing(summary, entry)}"
         else:
             verdict = "met" if entry["met"] else "**NOT met**"
         lines.append(
