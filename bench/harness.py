@@ -139,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: 3000 calls (300 httpx-based, short warm-up), 2 repetitions, 1 s wrk",
+        help="smoke test: 3000 calls, 2 repetitions (httpx-based: 300 calls, no long warm-up, "
+        "1 repetition), 1 s wrk runs",
     )
     return parser
 
@@ -381,7 +382,7 @@ def _versions() -> dict[str, str]:
 def main() -> None:
     args = _parser().parse_args()
     if args.quick:
-        args.requests, args.slow_requests, args.repeat = 3_000, 300, 2
+        args.requests, args.slow_requests, args.repeat, args.slow_repeat = 3_000, 300, 2, 1
         args.slow_warmup, args.wrk_seconds = {1: 0.0}, 1
     clients = [name.strip() for name in args.clients.split(",") if name.strip()]
     unknown = sorted(set(clients) - set(VARIANTS))
