@@ -121,7 +121,7 @@ async def _measure_here(
     figures["loop"] = f"{loop.__module__}.{loop.__qualname__}"
     json_module = sys.modules.get("osvi_async._json")
     if json_module is not None:
-        figures["json"] = json_module.BACKEND
+        figures["json"] = getattr(json_module, "BACKEND", "unknown")
     return figures
 
 
