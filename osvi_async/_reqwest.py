@@ -274,7 +274,9 @@ class ReqwestTransport:
                 request_sent=True,
             )
         failure.__cause__ = exc
-        return failure, True
+        # Its text lists the cause chain, URL included: keep it only if the token is not there.
+        text = str(exc)
+        return failure, self.scrubber.redact(text) == text
 
     @staticmethod
     def _closed_in_flight() -> APIConnectionError:
