@@ -149,14 +149,21 @@ async def test_hostile_session_ids_never_reach_the_wire(session_id: str) -> None
         assert mocked.requests == {}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # the backend: constant
+)
 @given(context=st.text(min_size=1, max_size=300).filter(lambda text: text.strip() != ""))
-async def test_unicode_contexts_round_trip_byte_exact(context: str) -> None:
+async def test_unicode_contexts_round_trip_byte_exact(context: str, http_backend: str) -> None:
     """Whatever valid text is sent is what the server stored, byte for byte (real socket)."""
     async with OsviEmulator() as emulator:
         session = emulator.create_session()
         async with OsviClient(
-            emulator.api_token, base_url=emulator.base_url, retry=RetryPolicy.none()
+            emulator.api_token,
+            base_url=emulator.base_url,
+            retry=RetryPolicy.none(),
+            http_backend=http_backend,
         ) as client:
             try:
                 result = await client.inject_context(session, context)
@@ -181,12 +188,15 @@ class FormatsAsTraversal(str):
         return "../../admin%2F"
 
 
-async def test_str_subclass_session_id_reaches_the_real_session_path() -> None:
+async def test_str_subclass_session_id_reaches_the_real_session_path(http_backend: str) -> None:
     """A str subclass with its own __format__: the server sees the real UUID path, once."""
     async with OsviEmulator() as emulator:
         session = emulator.create_session()
         async with OsviClient(
-            emulator.api_token, base_url=emulator.base_url, retry=RetryPolicy.none()
+            emulator.api_token,
+            base_url=emulator.base_url,
+            retry=RetryPolicy.none(),
+            http_backend=http_backend,
         ) as client:
             result = await client.inject_context(FormatsAsTraversal(session), "entry")
             async with client.inject_many([(FormatsAsTraversal(session), "bulk entry")]) as run:

@@ -38,7 +38,7 @@ def assert_secret_absent(error: BaseException) -> None:
 
 
 async def test_debug_logs_of_a_troubled_run_never_show_the_token(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, http_backend: str
 ) -> None:
     """Every logger at DEBUG through retries, failures and a bulk run: no token."""
     caplog.set_level(logging.DEBUG)
@@ -46,7 +46,9 @@ async def test_debug_logs_of_a_troubled_run_never_show_the_token(
         sessions = [emulator.create_session() for _ in range(5)]
         emulator.fault_plan = FaultPlan(seed=1, engine_error=0.3, ambiguous_drop=0.1)
         policy = RetryPolicy(initial_delay=0.001, max_delay=0.002)
-        async with OsviClient(SECRET, base_url=emulator.base_url, retry=policy) as client:
+        async with OsviClient(
+            SECRET, base_url=emulator.base_url, retry=policy, http_backend=http_backend
+        ) as client:
             logging.getLogger("osvi_async").debug("client %r", client)
             async with client.inject_many(
                 [(s, f"e{i}") for i, s in enumerate(sessions * 8)]
@@ -57,9 +59,9 @@ async def test_debug_logs_of_a_troubled_run_never_show_the_token(
     assert SECRET not in caplog.text
 
 
-async def test_reprs_never_show_the_token() -> None:
+async def test_reprs_never_show_the_token(http_backend: str) -> None:
     """Client, view, config, transport and emulator reprs leave the token out."""
-    client = OsviClient(SECRET, base_url="http://127.0.0.1:9")
+    client = OsviClient(SECRET, base_url="http://127.0.0.1:9", http_backend=http_backend)
     view = client.with_options(timeout=1.0)
     config = ClientConfig.resolve(
         api_token=SECRET, base_url=None, timeout=1, retry=None, max_connections=1
@@ -70,19 +72,22 @@ async def test_reprs_never_show_the_token() -> None:
         assert SECRET not in str(thing)
 
 
-async def test_errors_from_every_path_never_show_the_token() -> None:
+async def test_errors_from_every_path_never_show_the_token(http_backend: str) -> None:
     """401, engine failure, dropped connection, refused connection, bad body: no token."""
     async with OsviEmulator() as emulator:
         session = emulator.create_session()
         errors: list[OsviError] = []
         async with OsviClient(
-            SECRET, base_url=emulator.base_url, retry=RetryPolicy.none()
+            SECRET, base_url=emulator.base_url, retry=RetryPolicy.none(), http_backend=http_backend
         ) as wrong_token:
             with pytest.raises(AuthenticationError) as denied:
                 await wrong_token.inject_context(session, "x")
             errors.append(denied.value)
         async with OsviClient(
-            emulator.api_token, base_url=emulator.base_url, retry=RetryPolicy.none()
+            emulator.api_token,
+            base_url=emulator.base_url,
+            retry=RetryPolicy.none(),
+            http_backend=http_backend,
         ) as client:
             for fault, expected in [
                 ("engine_error", EngineError),
@@ -97,7 +102,10 @@ async def test_errors_from_every_path_never_show_the_token() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     async with OsviClient(
-        SECRET, base_url=f"http://127.0.0.1:{port}", retry=RetryPolicy.none()
+        SECRET,
+        base_url=f"http://127.0.0.1:{port}",
+        retry=RetryPolicy.none(),
+        http_backend=http_backend,
     ) as refused:
         with pytest.raises(APIConnectionError) as not_connected:
             await refused.inject_context(session, "x")
@@ -177,13 +185,14 @@ async def reflect_in_200_session_id_past_the_cut(request: web.Request) -> web.Re
 async def test_a_server_echoing_the_token_never_gets_it_shown(
     handler: Callable[[web.Request], Awaitable[web.Response]],
     caplog: pytest.LogCaptureFixture,
+    http_backend: str,
 ) -> None:
     """Echoed headers (token, newlines): not in the error, its attributes, chain or the logs."""
     caplog.set_level(logging.DEBUG)
     policy = RetryPolicy(sleep=FakeSleep(), random=lambda: 0.5)
     async with (
         inject_server(handler) as base_url,
-        OsviClient(SECRET, base_url=base_url, retry=policy) as client,
+        OsviClient(SECRET, base_url=base_url, retry=policy, http_backend=http_backend) as client,
     ):
         with pytest.raises(OsviError) as caught:
             await client.inject_context(SESSION_ID, "x")
@@ -222,11 +231,13 @@ async def reflect_in_200_bucket(request: web.Request) -> web.Response:
     )
 
 
-async def test_html_escaped_token_in_a_proxy_page_is_redacted() -> None:
+async def test_html_escaped_token_in_a_proxy_page_is_redacted(http_backend: str) -> None:
     """A token with &, < and ' echoed through html.escape never shows in the error."""
     async with (
         inject_server(reflect_html_escaped_in_502) as base_url,
-        OsviClient(HTML_SECRET, base_url=base_url, retry=RetryPolicy.none()) as client,
+        OsviClient(
+            HTML_SECRET, base_url=base_url, retry=RetryPolicy.none(), http_backend=http_backend
+        ) as client,
     ):
         with pytest.raises(EngineError) as caught:
             await client.inject_context(SESSION_ID, "x")
@@ -236,11 +247,13 @@ async def test_html_escaped_token_in_a_proxy_page_is_redacted() -> None:
     assert "[REDACTED]" in caught.value.body
 
 
-async def test_a_success_echoing_the_token_does_not_show_it() -> None:
+async def test_a_success_echoing_the_token_does_not_show_it(http_backend: str) -> None:
     """A 200 whose bucket holds the token (plain or escaped): the result never shows it."""
     async with (
         inject_server(reflect_in_200_bucket) as base_url,
-        OsviClient(HTML_SECRET, base_url=base_url, retry=RetryPolicy.none()) as client,
+        OsviClient(
+            HTML_SECRET, base_url=base_url, retry=RetryPolicy.none(), http_backend=http_backend
+        ) as client,
     ):
         result = await client.inject_context(SESSION_ID, "x")
     assert result.context == ("API-Token: [REDACTED]", "[REDACTED]", "[REDACTED]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -44,11 +45,14 @@ async def https_url(authority: trustme.CA) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_untrusted_certificate_is_refused(https_url: str) -> None:
+async def test_untrusted_certificate_is_refused(https_url: str, http_backend: str) -> None:
     """The default client verifies certificates: an unknown CA fails before sending, for good."""
     sleep = FakeSleep()
     async with OsviClient(
-        "0123456789abcdef", base_url=https_url, retry=RetryPolicy(sleep=sleep)
+        "0123456789abcdef",
+        base_url=https_url,
+        retry=RetryPolicy(sleep=sleep),
+        http_backend=http_backend,
     ) as client:
         with pytest.raises(TLSHandshakeError) as caught:
             await client.inject_context(SESSION, "x")
@@ -56,6 +60,7 @@ async def test_untrusted_certificate_is_refused(https_url: str) -> None:
     assert (error.request_sent, error.may_have_been_applied, error.attempts) == (False, False, 1)
     assert sleep.delays == []
     assert "certificate" in str(error.__cause__).lower()
+    assert f"TLS handshake with 127.0.0.1:{https_url.rsplit(':', 1)[1]} failed" in str(error)
 
 
 async def answer_like_plain_http(
@@ -66,15 +71,22 @@ async def answer_like_plain_http(
     await server.write(writer, b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
 
 
-async def test_https_to_a_plain_http_port_is_tried_once() -> None:
+# What each TLS stack says about a plain-HTTP answer to its ClientHello.
+NOT_TLS = {"aiohttp": "WRONG_VERSION_NUMBER", "reqwest": "InvalidContentType"}
+
+
+async def test_https_to_a_plain_http_port_is_tried_once(http_backend: str) -> None:
     """https:// on a plain-HTTP port cannot ever succeed: one connection, TLSHandshakeError."""
     sleep = FakeSleep()
     async with RawServer(answer_like_plain_http) as server:
         url = server.base_url.replace("http://", "https://")
         async with OsviClient(
-            "0123456789abcdef", base_url=url, retry=RetryPolicy(sleep=sleep)
+            "0123456789abcdef",
+            base_url=url,
+            retry=RetryPolicy(sleep=sleep),
+            http_backend=http_backend,
         ) as client:
-            with pytest.raises(TLSHandshakeError, match="WRONG_VERSION_NUMBER") as caught:
+            with pytest.raises(TLSHandshakeError, match=NOT_TLS[http_backend]) as caught:
                 await client.inject_context(SESSION, "x")
         assert server.connections_opened == 1
     assert (caught.value.request_sent, caught.value.may_have_been_applied) == (False, False)
@@ -94,6 +106,18 @@ async def test_trusted_certificate_works_through_a_borrowed_session(
     assert result.context == ("x",)
 
 
+async def test_trusted_certificate_works_through_ssl_cert_file_on_reqwest(
+    https_url: str, authority: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reqwest trusts what SSL_CERT_FILE names (as OpenSSL does), with verification still on."""
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    async with OsviClient("0123456789abcdef", base_url=https_url, http_backend="reqwest") as client:
+        result = await client.inject_context(SESSION, "x")
+    assert result.context == ("x",)
+
+
 def test_no_option_turns_verification_off() -> None:
     """OsviClient takes no ssl/verify switch, so verification cannot be disabled by accident."""
     import inspect
@@ -109,4 +133,5 @@ def test_no_option_turns_verification_off() -> None:
         "session",
         "session_cache_ttl",
         "session_cache_size",
+        "http_backend",
     }
