@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
+from osvi_async._transport import HTTP_BACKENDS, HttpBackend
 
-@pytest.fixture(params=["aiohttp", "reqwest"])
-def http_backend(request: pytest.FixtureRequest) -> str:
+
+@pytest.fixture(params=HTTP_BACKENDS)
+def http_backend(request: pytest.FixtureRequest) -> HttpBackend:
     """The HTTP stack the test's clients send through."""
-    return str(request.param)
+    return cast("HttpBackend", request.param)

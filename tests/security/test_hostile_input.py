@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from osvi_async import ClientValidationError, OsviClient, ResponseDecodeError, RetryPolicy
 from osvi_async._decode import decode_inject_context, parse_retry_after, status_error
+from osvi_async._transport import HttpBackend
 from osvi_async._validation import check_session_id
 from osvi_async.errors import APIStatusError
 from osvi_async.testing import OsviEmulator
@@ -155,7 +156,9 @@ async def test_hostile_session_ids_never_reach_the_wire(session_id: str) -> None
     suppress_health_check=[HealthCheck.function_scoped_fixture],  # the backend: constant
 )
 @given(context=st.text(min_size=1, max_size=300).filter(lambda text: text.strip() != ""))
-async def test_unicode_contexts_round_trip_byte_exact(context: str, http_backend: str) -> None:
+async def test_unicode_contexts_round_trip_byte_exact(
+    context: str, http_backend: HttpBackend
+) -> None:
     """Whatever valid text is sent is what the server stored, byte for byte (real socket)."""
     async with OsviEmulator() as emulator:
         session = emulator.create_session()
@@ -188,7 +191,9 @@ class FormatsAsTraversal(str):
         return "../../admin%2F"
 
 
-async def test_str_subclass_session_id_reaches_the_real_session_path(http_backend: str) -> None:
+async def test_str_subclass_session_id_reaches_the_real_session_path(
+    http_backend: HttpBackend,
+) -> None:
     """A str subclass with its own __format__: the server sees the real UUID path, once."""
     async with OsviEmulator() as emulator:
         session = emulator.create_session()

@@ -22,6 +22,7 @@ from osvi_async import (
     RetryPolicy,
 )
 from osvi_async._config import ClientConfig
+from osvi_async._transport import HttpBackend
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.support import SESSION_ID, FakeSleep, exception_chain, inject_server
 
@@ -38,7 +39,7 @@ def assert_secret_absent(error: BaseException) -> None:
 
 
 async def test_debug_logs_of_a_troubled_run_never_show_the_token(
-    caplog: pytest.LogCaptureFixture, http_backend: str
+    caplog: pytest.LogCaptureFixture, http_backend: HttpBackend
 ) -> None:
     """Every logger at DEBUG through retries, failures and a bulk run: no token."""
     caplog.set_level(logging.DEBUG)
@@ -59,7 +60,7 @@ async def test_debug_logs_of_a_troubled_run_never_show_the_token(
     assert SECRET not in caplog.text
 
 
-async def test_reprs_never_show_the_token(http_backend: str) -> None:
+async def test_reprs_never_show_the_token(http_backend: HttpBackend) -> None:
     """Client, view, config, transport and emulator reprs leave the token out."""
     client = OsviClient(SECRET, base_url="http://127.0.0.1:9", http_backend=http_backend)
     view = client.with_options(timeout=1.0)
@@ -72,11 +73,11 @@ async def test_reprs_never_show_the_token(http_backend: str) -> None:
         assert SECRET not in str(thing)
 
 
-async def test_errors_from_every_path_never_show_the_token(http_backend: str) -> None:
+async def test_errors_from_every_path_never_show_the_token(http_backend: HttpBackend) -> None:
     """401, engine failure, dropped connection, refused connection, bad body: no token."""
     async with OsviEmulator() as emulator:
         session = emulator.create_session()
-        errors: list[OsviError] = []
+        errors: list[BaseException] = []
         async with OsviClient(
             SECRET, base_url=emulator.base_url, retry=RetryPolicy.none(), http_backend=http_backend
         ) as wrong_token:
@@ -185,7 +186,7 @@ async def reflect_in_200_session_id_past_the_cut(request: web.Request) -> web.Re
 async def test_a_server_echoing_the_token_never_gets_it_shown(
     handler: Callable[[web.Request], Awaitable[web.Response]],
     caplog: pytest.LogCaptureFixture,
-    http_backend: str,
+    http_backend: HttpBackend,
 ) -> None:
     """Echoed headers (token, newlines): not in the error, its attributes, chain or the logs."""
     caplog.set_level(logging.DEBUG)
@@ -231,7 +232,7 @@ async def reflect_in_200_bucket(request: web.Request) -> web.Response:
     )
 
 
-async def test_html_escaped_token_in_a_proxy_page_is_redacted(http_backend: str) -> None:
+async def test_html_escaped_token_in_a_proxy_page_is_redacted(http_backend: HttpBackend) -> None:
     """A token with &, < and ' echoed through html.escape never shows in the error."""
     async with (
         inject_server(reflect_html_escaped_in_502) as base_url,
@@ -247,7 +248,7 @@ async def test_html_escaped_token_in_a_proxy_page_is_redacted(http_backend: str)
     assert "[REDACTED]" in caught.value.body
 
 
-async def test_a_success_echoing_the_token_does_not_show_it(http_backend: str) -> None:
+async def test_a_success_echoing_the_token_does_not_show_it(http_backend: HttpBackend) -> None:
     """A 200 whose bucket holds the token (plain or escaped): the result never shows it."""
     async with (
         inject_server(reflect_in_200_bucket) as base_url,

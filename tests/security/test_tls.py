@@ -13,6 +13,7 @@ import trustme
 from aiohttp import web
 
 from osvi_async import OsviClient, RetryPolicy, TLSHandshakeError
+from osvi_async._transport import HttpBackend
 from tests.chaos._servers import RawServer
 from tests.support import FakeSleep
 
@@ -45,7 +46,7 @@ async def https_url(authority: trustme.CA) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_untrusted_certificate_is_refused(https_url: str, http_backend: str) -> None:
+async def test_untrusted_certificate_is_refused(https_url: str, http_backend: HttpBackend) -> None:
     """The default client verifies certificates: an unknown CA fails before sending, for good."""
     sleep = FakeSleep()
     async with OsviClient(
@@ -75,7 +76,7 @@ async def answer_like_plain_http(
 NOT_TLS = {"aiohttp": "WRONG_VERSION_NUMBER", "reqwest": "InvalidContentType"}
 
 
-async def test_https_to_a_plain_http_port_is_tried_once(http_backend: str) -> None:
+async def test_https_to_a_plain_http_port_is_tried_once(http_backend: HttpBackend) -> None:
     """https:// on a plain-HTTP port cannot ever succeed: one connection, TLSHandshakeError."""
     sleep = FakeSleep()
     async with RawServer(answer_like_plain_http) as server:
