@@ -21,6 +21,7 @@ from typing import Final
 import pytest
 
 from osvi_async import InjectRequest
+from osvi_async._transport import HTTP_BACKENDS
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.chaos._cli import (
     STOP_CODES,
@@ -31,6 +32,7 @@ from tests.chaos._cli import (
     outcome_lines,
     report_entries,
     wait_for_outcomes,
+    wait_for_stderr,
     write_input,
 )
 from tests.cli.test_cli import Completed
@@ -121,9 +123,10 @@ def _one_line(result: Completed) -> str:
     return line
 
 
+@pytest.mark.parametrize("backend", HTTP_BACKENDS)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_bulk_on_uvloop_stops_gracefully_on_a_signal(
-    osvi_emulator: OsviEmulator, tmp_path: Path, signum: int
+    osvi_emulator: OsviEmulator, tmp_path: Path, signum: int, backend: str
 ) -> None:
     """On uvloop, a signal mid-run drains it: 130/143, the report whole, accepted entries once."""
     osvi_emulator.fault_plan = FaultPlan(latency=1.0, latency_seconds=(0.02, 0.06))
@@ -133,7 +136,7 @@ async def test_bulk_on_uvloop_stops_gracefully_on_a_signal(
     write_input(source, items)
     cli = await _start(
         "--loop", "uvloop", "bulk", str(source), "--report", str(report), "--concurrency", "16",
-        emulator=osvi_emulator, stderr_path=tmp_path / "stderr.txt",
+        "--http-backend", backend, emulator=osvi_emulator, stderr_path=tmp_path / "stderr.txt",
     )  # fmt: skip
     assert await wait_for_outcomes(cli, report, 40)
     assert outcome_lines(report) >= 40, cli.stderr  # mid-run, not still starting
@@ -155,6 +158,39 @@ async def test_bulk_on_uvloop_stops_gracefully_on_a_signal(
     verdict = judge(osvi_emulator, items, report)
     assert (verdict.lost, verdict.duplicates, verdict.out_of_order) == ([], [], [])
     assert verdict.applied == len(accepted)
+
+
+@pytest.mark.parametrize("backend", HTTP_BACKENDS)
+async def test_a_second_signal_on_uvloop_stops_at_once(
+    osvi_emulator: OsviEmulator, tmp_path: Path, backend: str
+) -> None:
+    """On uvloop, a second SIGINT ends a run whose answers never come: 130, cut items flagged."""
+    osvi_emulator.fault_plan = FaultPlan(latency=0.2, latency_seconds=30.0)
+    sessions = [osvi_emulator.create_session() for _ in range(20)]
+    items = [InjectRequest(sessions[i % 20], f"twice {i}") for i in range(400)]
+    source, report = tmp_path / "items.jsonl", tmp_path / "report.jsonl"
+    write_input(source, items)
+    cli = await _start(
+        "--loop", "uvloop", "bulk", str(source), "--report", str(report), "--concurrency", "16",
+        "--grace", "60", "--http-backend", backend,
+        emulator=osvi_emulator, stderr_path=tmp_path / "stderr.txt",
+    )  # fmt: skip
+    assert await wait_for_outcomes(cli, report, 20)
+    cli.send(signal.SIGINT)
+    assert await wait_for_stderr(cli, "SIGINT: stopping;")
+    cli.send(signal.SIGINT)
+    code = await cli.wait(timeout=15)  # far less than the grace or the latency
+    stderr = cli.stderr
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert _loops(stderr) == ["uvloop"]
+    assert "stopped by SIGINT (at once)" in stderr
+    last = last_outcomes(report)
+    sent = {int(str(e["index"])) for e in report_entries(report) if e.get("sending")}
+    assert sent <= set(last)
+    cut = [i for i in sent if last[i]["error"] == "RunStoppedError"]
+    assert cut, "the slow items in flight were cut off"
+    assert all(last[i]["may_have_been_applied"] is True for i in cut)
 
 
 async def test_demo_on_uvloop_verifies_its_run(tmp_path: Path) -> None:
