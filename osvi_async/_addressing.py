@@ -27,7 +27,16 @@ Resolved = tuple[Item, OsviError | None]
 class AddressWindow:
     """Items in input order, the ones addressed by customer with their lookups under way."""
 
-    __slots__ = ("_cache", "_limit", "_look_up", "_lookups", "_on_ready", "_url_for", "_waiting")
+    __slots__ = (
+        "_cache",
+        "_limit",
+        "_look_up",
+        "_lookups",
+        "_on_ready",
+        "_url_for",
+        "_waiting",
+        "empty",
+    )
 
     def __init__(
         self,
@@ -47,11 +56,9 @@ class AddressWindow:
         self._limit = limit
         self._waiting: deque[tuple[Item, asyncio.Task[str] | None]] = deque()
         self._lookups = 0  # tasks in _waiting not yet done
-
-    @property
-    def empty(self) -> bool:
-        """Whether no item is waiting."""
-        return not self._waiting
+        # Whether no item is waiting: an attribute, not a property, as a run reads it once
+        # per item; kept in step with _waiting by the three methods that change it.
+        self.empty = True
 
     @property
     def full(self) -> bool:
@@ -74,6 +81,7 @@ class AddressWindow:
                 self._lookups += 1
                 task.add_done_callback(self._lookup_done)
         self._waiting.append((item, task))
+        self.empty = False
 
     def ready(self) -> list[Resolved]:
         """Take the items at the front whose address is known, in input order."""
@@ -84,6 +92,7 @@ class AddressWindow:
                 break
             self._waiting.popleft()
             out.append((item, None if task is None else self._settle(item, task)))
+        self.empty = not self._waiting
         return out
 
     async def wait(self) -> None:
@@ -101,6 +110,7 @@ class AddressWindow:
             if task is not None:
                 task.cancel()
             items.append(item)
+        self.empty = True
         return items
 
     def _lookup_done(self, task: asyncio.Task[str]) -> None:

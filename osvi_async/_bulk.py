@@ -10,7 +10,15 @@ How a run is laid out:
   sessions proceed in parallel;
 - `concurrency` *worker* tasks take ready items and send them (with retries, under the run's
   shared `FlowControl`); when one finishes, the next item of its lane becomes ready;
-- outcomes reach the caller through an unbounded queue, bounded in practice by `max_pending`.
+- outcomes reach the caller through an unbounded deque, bounded in practice by `max_pending`.
+
+The hand-offs are plain deques, not `asyncio.Queue`s: every task here runs on one loop, so a
+hand-off needs no lock, only a wake-up when someone is waiting. An item admitted while a worker
+is idle goes straight to that worker (it is in flight from that moment, so a stop accounts for
+it); otherwise it waits in the ready deque, which busy workers empty before they idle. An
+outcome is appended to the finished deque and wakes the caller only if it is waiting. Each
+worker keeps one `ItemGate` and points it at the item it sends. Nothing here allocates per
+item beyond the item, its outcome and the request's own objects.
 
 When an item fails in a way a later attempt could fix, its lane is *blocked* for the rest of
 the run (with `hold_on_failure`): the lane's queued items, and any pulled later, are *held*
@@ -72,7 +80,8 @@ from osvi_async.models import (
 
 __all__ = ["BulkRun", "InjectItem", "as_request", "refused_for_good"]
 
-_END: Final = object()
+# Ends the caller's iteration; an outcome itself, so the outcome deque needs no casts.
+_END: Final = InjectOutcome(-1, None, ok=False)
 
 
 class _Engine:
@@ -118,17 +127,25 @@ class _Engine:
         self.flow = flow
         self._hold = hold_on_failure
         self._on_send = on_send
-        self._lanes: dict[str, deque[Item]] = {}
+        # A lane per session with an item in flight or ready: the items waiting behind it,
+        # or None while there are none (most sessions never need a deque).
+        self._lanes: dict[str, deque[Item] | None] = {}
         # The lane each (customer, agent) pair's items go to while that lane is open.
         self._pair_lanes: dict[str, str] = {}
         # Lanes whose session is held, with the index of the item that failed: one entry per
         # distinct blocked session.
         self._blocked: dict[str, int] = {}
-        self._ready: asyncio.Queue[Item] = asyncio.Queue()
-        self._outcomes: asyncio.Queue[InjectOutcome | object] = asyncio.Queue()
+        # Lane heads no worker has taken yet; while it holds any, no worker is idle.
+        self._ready: deque[Item] = deque()
+        # Idle workers, each waiting on its future for the next ready item.
+        self._idle: deque[asyncio.Future[Item]] = deque()
+        # Outcomes not yet handed to the caller (and the _END mark), and the caller's wait.
+        self._finished: deque[InjectOutcome] = deque()
+        self._caller: asyncio.Future[None] | None = None
         self._in_flight: dict[int, Item] = {}
         self._stopped: list[InjectOutcome] = []  # RunStoppedError outcomes, for leftovers
-        self._room = asyncio.Event()
+        # The feeder's wait for the caller to take outcomes (None while it is not waiting).
+        self._room: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -184,14 +201,20 @@ class _Engine:
             asyncio.create_task(self._work(), name=f"osvi-bulk-worker-{number}")
             for number in range(self._concurrency)
         )
+        loop, finished = self._loop, self._finished
         try:
             while True:
-                outcome = await self._outcomes.get()
-                if not isinstance(outcome, InjectOutcome):
+                if not finished:
+                    self._caller = loop.create_future()
+                    await self._caller
+                    continue
+                outcome = finished.popleft()
+                if outcome is _END:
                     break
                 self._open -= 1
-                if self._open <= self._refill_below:
-                    self._room.set()
+                if self._room is not None and self._open <= self._refill_below:
+                    _wake(self._room)
+                    self._room = None
                 yield outcome
             if self._input_error is not None and not self._halted:
                 raise self._input_error
@@ -218,7 +241,7 @@ class _Engine:
                 self._stopped.append(stopped_outcome(item))
                 self._unfinished -= 1
             if self._unfinished == 0:
-                self._outcomes.put_nowait(_END)
+                self._deliver(_END)
         if self._loop is None:
             return  # not started: `run` ends at once
         ends = self._loop.time() + grace
@@ -239,10 +262,12 @@ class _Engine:
         so a second cancellation while waiting cannot lose it.
         """
         self._halt()
-        unhanded = _drain_outcomes(self._outcomes)  # finished, never handed to the caller
+        # Finished, never handed to the caller.
+        unhanded = [outcome for outcome in self._finished if outcome is not _END]
+        self._finished.clear()
         if unhanded:
             self.leftovers = _by_index([*self.leftovers, *unhanded])
-        self._outcomes.put_nowait(_END)  # wakes a consumer waiting in another task
+        self._deliver(_END)  # wakes a consumer waiting in another task
         tasks, self._tasks = self._tasks, []
         if tasks:
             ended = await asyncio.gather(*tasks, return_exceptions=True)
@@ -270,54 +295,71 @@ class _Engine:
         self._stopped.extend(stopped_outcome(item) for item in self._take_queued())
         self._stopped.extend(stopped_outcome(item) for item in self._window.take_all())
         self._lanes.clear()
+        self._idle.clear()  # their workers are cancelled
         self.leftovers = _by_index(self._stopped)
-        self._outcomes.put_nowait(_END)
+        self._deliver(_END)
+
+    def _deliver(self, outcome: InjectOutcome) -> None:
+        """Queue an outcome (or _END) for the caller, and wake the caller if it waits."""
+        self._finished.append(outcome)
+        if self._caller is not None:
+            _wake(self._caller)
+            self._caller = None
 
     def _take_queued(self) -> list[Item]:
-        """Every item waiting in the ready queue or a lane, taken out; lanes stay open."""
-        queued = [self._ready.get_nowait() for _ in range(self._ready.qsize())]
-        for lane in self._lanes.values():
-            queued.extend(lane)
-            lane.clear()
+        """Every item waiting in the ready deque or a lane, taken out; lanes stay open."""
+        queued = list(self._ready)
+        self._ready.clear()
+        for followers in self._lanes.values():
+            if followers:
+                queued.extend(followers)
+                followers.clear()
         return queued
 
     async def _feed(self) -> None:
-        # Room is checked *before* an item is pulled, so stopping never strands one that was
-        # taken from the caller's iterator but not yet counted.
         try:
-            if isinstance(self._items, AsyncIterable):
-                async_items = aiter(self._items)
-                while not self.draining:
-                    await self._make_room()
-                    try:
-                        raw = await anext(async_items)
-                    except StopAsyncIteration:
-                        break
-                    self._pull(raw)
-            else:
-                items = iter(self._items)
-                while not self.draining:
-                    await self._make_room()
-                    try:
-                        raw = next(items)
-                    except StopIteration:
-                        break
-                    self._pull(raw)
-            while not self._window.empty and not self.draining:
-                await self._window.wait()
-                self._release()
+            await self._pull_input()
         except Exception as exc:
             self._input_error = exc
-            # What was pulled before the input failed still goes out, as it would without
-            # lookups: the items waiting for their session get it first.
-            while not self._window.empty and not self.draining:
-                await self._window.wait()
-                self._release()
+        # What was pulled still goes out, even if the input then failed (as it would without
+        # lookups): the items waiting for their session get it first.
+        while not self._window.empty and not self.draining:
+            await self._window.wait()
+            self._release()
         if self.draining:
             return  # the drain ended the input and ends the run
         self._input_exhausted = True
         if self._unfinished == 0:
-            self._outcomes.put_nowait(_END)
+            self._deliver(_END)
+
+    async def _pull_input(self) -> None:
+        """Pull items until the input ends or the run drains.
+
+        Room is checked *before* an item is pulled, so stopping never strands one that was
+        taken from the caller's iterator but not yet counted. A plain pull, the common case,
+        has nothing to wait for and no call to make before it.
+        """
+        window = self._window
+        if isinstance(self._items, AsyncIterable):
+            async_items = aiter(self._items)
+            while not self.draining:
+                if self._open >= self._max_pending or not window.empty:
+                    await self._make_room()
+                try:
+                    raw = await anext(async_items)
+                except StopAsyncIteration:
+                    return
+                self._pull(raw)
+        else:
+            items = iter(self._items)
+            while not self.draining:
+                if self._open >= self._max_pending or not window.empty:
+                    await self._make_room()
+                try:
+                    raw = next(items)
+                except StopIteration:
+                    return
+                self._pull(raw)
 
     async def _make_room(self) -> None:
         """Before pulling: wait for the first lookup when as many run as allowed, or when
@@ -339,8 +381,9 @@ class _Engine:
 
     async def _wait_for_room(self) -> None:
         while self._open > self._refill_below:
-            self._room.clear()
-            await self._room.wait()
+            assert self._loop is not None
+            self._room = self._loop.create_future()
+            await self._room
 
     def _pull(self, raw: object) -> None:
         """Count one input item; an invalid one ends here, a valid one joins the window."""
@@ -349,12 +392,15 @@ class _Engine:
         self._open += 1
         request: InjectRequest | CustomerInjectRequest | None = None
         try:
-            request = as_request(raw)
+            if type(raw) is tuple and len(raw) == 2:  # the commonest form, read in place
+                request = InjectRequest(raw[0], raw[1])
+            else:
+                request = as_request(raw)
             item = checked_item(index, request, self._url_for, self._max_context_bytes)
         except ClientValidationError as exc:
             self.failed += 1
             self.invalid += 1
-            self._outcomes.put_nowait(InjectOutcome(index, request, ok=False, error=exc))
+            self._deliver(InjectOutcome(index, request, ok=False, error=exc))
             return
         if self._window.empty and isinstance(item.request, InjectRequest):
             self._admit(item)  # the common case: nothing to wait for
@@ -371,9 +417,7 @@ class _Engine:
             # The lookup failed: the item fails unsent, and, unless the failure is final
             # (no active session), later items of the pair are held behind it.
             self.failed += 1
-            self._outcomes.put_nowait(
-                InjectOutcome(item.index, item.request, ok=False, error=error)
-            )
+            self._deliver(InjectOutcome(item.index, item.request, ok=False, error=error))
             if self._hold and not refused_for_good(error):
                 self._blocked[item.lane] = item.index
 
@@ -389,7 +433,7 @@ class _Engine:
                 waiting_for = self._blocked.get(pair_lane(request))
             if waiting_for is not None:
                 self.held += 1
-                self._outcomes.put_nowait(held_outcome(item.index, request, waiting_for))
+                self._deliver(held_outcome(item.index, request, waiting_for))
                 return
         if isinstance(request, CustomerInjectRequest):
             # A pair whose session changed during the run (closed, a new one opened) keeps
@@ -401,12 +445,24 @@ class _Engine:
             else:
                 self._pair_lanes[pair] = item.lane
         self._unfinished += 1
-        lane = self._lanes.get(item.lane)
-        if lane is None:
-            self._lanes[item.lane] = deque()
-            self._ready.put_nowait(item)
-        else:
-            lane.append(item)
+        lanes = self._lanes
+        if item.lane in lanes:  # behind the session's item in flight (or ready)
+            followers = lanes[item.lane]
+            if followers is None:
+                lanes[item.lane] = deque((item,))
+            else:
+                followers.append(item)
+            return
+        lanes[item.lane] = None
+        idle = self._idle
+        while idle:
+            worker = idle.popleft()
+            if not worker.done():  # (a cancelled worker's future is done)
+                # In flight from now on, so a stop before the worker wakes accounts for it.
+                self._in_flight[item.index] = item
+                worker.set_result(item)
+                return
+        self._ready.append(item)
 
     async def _send_for_customer(
         self, item: Item, request: CustomerInjectRequest, gate: ItemGate
@@ -439,13 +495,19 @@ class _Engine:
         )
 
     async def _work(self) -> None:
+        # One gate per worker, pointed at the item being sent: no gate object per item.
+        gate = ItemGate(self.flow, self._signal, self._on_send)
+        ready, in_flight = self._ready, self._in_flight
         while True:
-            item = await self._ready.get()
-            self._in_flight[item.index] = item
+            if ready:
+                item = ready.popleft()
+                in_flight[item.index] = item
+            else:
+                item = await self._wait_for_item()
+            gate.item = item
             result: InjectContextResult | None = None
             error: OsviError | None = None
             try:
-                gate = ItemGate(self.flow, self._signal, self._on_send, item)
                 request = item.request
                 # An item addressed by session goes straight to `call`: no extra coroutine
                 # frame on the path nearly every bulk item takes.
@@ -475,7 +537,7 @@ class _Engine:
                     item.maybe_applied or item.on_the_wire or item.request.may_have_been_applied
                 )
                 error.__cause__ = exc
-            if self._in_flight.pop(item.index, None) is None:
+            if in_flight.pop(item.index, None) is None:
                 return  # the run was stopped meanwhile, and that stop accounted for the item
             self._finish(item, result, error)
             if isinstance(error, ClientClosedError):
@@ -485,60 +547,72 @@ class _Engine:
                 self._halt()
                 return
 
+    async def _wait_for_item(self) -> Item:
+        """Idle until `_admit` hands this worker an item (already counted as in flight)."""
+        assert self._loop is not None
+        worker: asyncio.Future[Item] = self._loop.create_future()
+        self._idle.append(worker)
+        return await worker
+
     def _finish(
         self, item: Item, result: InjectContextResult | None, error: OsviError | None
     ) -> None:
-        lanes = self._lanes
-        lane = lanes.get(item.lane)
         if result is not None:
             self.succeeded += 1
             self.retries += result.attempts - 1
             self.possible_duplicates += result.possible_duplicate
-            outcome = InjectOutcome(item.index, item.request, ok=True, result=result)
-            self._outcomes.put_nowait(outcome)
+            outcome = InjectOutcome(item.index, item.request, True, result)
+            if self._caller is None:
+                self._finished.append(outcome)  # all `_deliver` does when nobody waits
+            else:
+                self._deliver(outcome)
         elif isinstance(error, RunStoppedError):  # a drain ended its wait for an attempt
             self.retries += max(0, item.attempts_started - 1)
             maybe = error.may_have_been_applied
             self._stopped.append(stopped_outcome(item, maybe_applied=maybe))
         else:
-            self.failed += 1
-            self.retries += max(0, (error.attempts if error is not None else 0) - 1)
-            outcome = InjectOutcome(item.index, item.request, ok=False, error=error)
-            self._outcomes.put_nowait(outcome)
-            if self._hold and (error is None or not refused_for_good(error)):
-                # Later items of this session would overtake this one: hold them all.
-                self._blocked[item.lane] = item.index
-                if isinstance(item.request, CustomerInjectRequest):
-                    self._blocked.setdefault(pair_lane(item.request), item.index)
-                if lane:
-                    self._hold_lane(lane, item.index)
-                lane = None
-        if lane:
-            self._ready.put_nowait(lane.popleft())
+            self._fail(item, error)
+        followers = self._lanes.get(item.lane)
+        if followers:
+            # The worker that finished takes it (or an older ready item) next: no wake-up.
+            self._ready.append(followers.popleft())
         else:
-            lanes.pop(item.lane, None)
+            self._lanes.pop(item.lane, None)
             if isinstance(item.request, CustomerInjectRequest):
                 pair = pair_lane(item.request)
                 if self._pair_lanes.get(pair) == item.lane:
                     del self._pair_lanes[pair]
         self._unfinished -= 1
         if self._input_exhausted and self._unfinished == 0:
-            self._outcomes.put_nowait(_END)
+            self._deliver(_END)
 
-    def _hold_lane(self, lane: deque[Item], waiting_for: int) -> None:
-        for held in lane:
-            self.held += 1
-            self._unfinished -= 1
-            self._outcomes.put_nowait(held_outcome(held.index, held.request, waiting_for))
+    def _fail(self, item: Item, error: OsviError | None) -> None:
+        """Count and report a failed item; hold its session's later items unless the same
+        item would be refused again."""
+        self.failed += 1
+        self.retries += max(0, (error.attempts if error is not None else 0) - 1)
+        self._deliver(InjectOutcome(item.index, item.request, ok=False, error=error))
+        if self._hold and (error is None or not refused_for_good(error)):
+            # Later items of this session would overtake this one: hold them all.
+            self._blocked[item.lane] = item.index
+            if isinstance(item.request, CustomerInjectRequest):
+                self._blocked.setdefault(pair_lane(item.request), item.index)
+            followers = self._lanes.get(item.lane)
+            if followers:
+                for held in followers:
+                    self.held += 1
+                    self._unfinished -= 1
+                    self._deliver(held_outcome(held.index, held.request, item.index))
+                followers.clear()
 
 
 def _by_index(outcomes: list[InjectOutcome]) -> tuple[InjectOutcome, ...]:
     return tuple(sorted(outcomes, key=lambda outcome: outcome.index))
 
 
-def _drain_outcomes(queue: asyncio.Queue[InjectOutcome | object]) -> list[InjectOutcome]:
-    drained = (queue.get_nowait() for _ in range(queue.qsize()))
-    return [outcome for outcome in drained if isinstance(outcome, InjectOutcome)]
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # (cancelled with its task)
+        waiter.set_result(None)
 
 
 class BulkRun:
@@ -566,8 +640,9 @@ class BulkRun:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> InjectOutcome:
-        return await anext(self._outcomes)
+    def __anext__(self) -> Awaitable[InjectOutcome]:
+        # The generator's own awaitable, not a coroutine around it: one frame less per item.
+        return self._outcomes.__anext__()
 
     async def aclose(self) -> None:
         """Stop the run: no new sends, in-flight requests are cancelled. Idempotent.

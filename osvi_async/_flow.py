@@ -42,8 +42,11 @@ class FlowControl:
         self._budget = budget
         self._tokens = 0.0
         self._max_tokens = 0.0
+        # Read once per attempt: kept here, not looked up on the budget each time.
+        self._per_request = self._per_success = 0.0
         if budget is not None:
             self._max_tokens = budget.max_tokens or float(max(100, 4 * concurrency))
+            self._per_request, self._per_success = budget.per_request, budget.per_success
         self._breaker = breaker
         self._state = _State.CLOSED
         self._consecutive_failures = 0
@@ -67,8 +70,8 @@ class FlowControl:
 
         The common case (circuit closed, no rate limit) needs no await at all.
         """
-        if number == 1 and self._budget is not None:
-            self._deposit(self._budget.per_request)
+        if number == 1 and self._per_request:
+            self._deposit(self._per_request)
         return self._state is _State.CLOSED and not self._interval
 
     async def wait(self, number: int) -> None:
@@ -81,9 +84,10 @@ class FlowControl:
     def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
         """Feed the budget and the breaker: successes earn tokens and close the circuit."""
         if error is None:
-            if self._budget is not None:
-                self._deposit(self._budget.per_success)
-            self._reachable()
+            if self._per_success:
+                self._deposit(self._per_success)
+            if self._consecutive_failures or self._state is not _State.CLOSED:
+                self._reachable()
         elif outage:
             self._failed()
         else:
@@ -106,7 +110,9 @@ class FlowControl:
         return False
 
     def _deposit(self, amount: float) -> None:
-        self._tokens = min(self._max_tokens, self._tokens + amount)
+        # Runs twice per item: a comparison, not a call to min().
+        tokens = self._tokens + amount
+        self._tokens = tokens if tokens < self._max_tokens else self._max_tokens
 
     def _reachable(self) -> None:
         self._consecutive_failures = 0

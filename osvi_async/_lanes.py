@@ -66,14 +66,19 @@ def refused_for_good(error: OsviError) -> bool:
     return False
 
 
+_REQUESTS = (InjectRequest, CustomerInjectRequest)
+
+
 def as_request(raw: object) -> AnyRequest:
     """Read one input item as a request, or raise ClientValidationError."""
-    if isinstance(raw, InjectRequest | CustomerInjectRequest):
-        name = type(raw).__name__
-        check_bool(f"{name}.may_have_been_applied", raw.may_have_been_applied)
+    if isinstance(raw, tuple):  # the commonest form first: this runs once per item
+        if len(raw) == 2:
+            return InjectRequest(raw[0], raw[1])
+    elif isinstance(raw, _REQUESTS):
+        if raw.may_have_been_applied is not False:
+            name = type(raw).__name__
+            check_bool(f"{name}.may_have_been_applied", raw.may_have_been_applied)
         return raw
-    if isinstance(raw, tuple) and len(raw) == 2:
-        return InjectRequest(session_id=raw[0], context=raw[1])
     raise ClientValidationError(
         f"each item must be an InjectRequest, a CustomerInjectRequest or a "
         f"(session_id, context) tuple, "
@@ -215,56 +220,61 @@ class StopSignal:
 
 
 class ItemGate:
-    """The run's flow control, seen by one item (implements `_call.AttemptGate`).
+    """The run's flow control, seen by the item `item` (implements `_call.AttemptGate`).
 
-    It also notes which attempts went out, calls the `on_send` hook before the first one, and
-    lets no attempt or retry start once the run is stopping.
+    It also notes which attempts of the item went out, calls the `on_send` hook before the
+    first one, and lets no attempt or retry start once the run is stopping. A worker keeps
+    one gate and points `item` at each item it sends, one at a time.
     """
 
-    __slots__ = ("_flow", "_item", "_on_send", "_signal")
+    __slots__ = ("_flow", "_on_send", "_signal", "item")
 
-    def __init__(
-        self, flow: FlowControl, signal: StopSignal, on_send: OnSend | None, item: Item
-    ) -> None:
+    item: Item
+
+    def __init__(self, flow: FlowControl, signal: StopSignal, on_send: OnSend | None) -> None:
         self._flow = flow
         self._signal = signal
         self._on_send = on_send
-        self._item = item
 
     def ready(self, number: int) -> bool:
         # A stopping run answers "not ready"; `wait` then raises RunStoppedError.
-        if not self._signal.stopping and self._flow.ready(number):
-            self._started(number)
-            return True
-        return False
+        if self._signal.stopping or not self._flow.ready(number):
+            return False
+        if number == 1 and self._on_send is not None:
+            self._tell_on_send()
+        item = self.item  # (what `wait` does too, written out: this runs once per item)
+        item.attempts_started = number
+        item.on_the_wire = True
+        return True
 
     async def wait(self, number: int) -> None:
         await self._signal.interruptible(self._flow.wait(number))
-        self._started(number)
-
-    def _started(self, number: int) -> None:
-        item = self._item
         if number == 1 and self._on_send is not None:
-            try:
-                self._on_send(item.index)
-            except Exception as exc:
-                error = OsviError(f"Not sent: the on_send hook raised {type(exc).__name__}: {exc}")
-                raise error from exc
-            if self._signal.stopping:  # the hook stopped the run
-                raise _stop_error()
+            self._tell_on_send()
+        item = self.item
         item.attempts_started = number
         item.on_the_wire = True
 
+    def _tell_on_send(self) -> None:
+        assert self._on_send is not None
+        try:
+            self._on_send(self.item.index)
+        except Exception as exc:
+            error = OsviError(f"Not sent: the on_send hook raised {type(exc).__name__}: {exc}")
+            raise error from exc
+        if self._signal.stopping:  # the hook stopped the run
+            raise _stop_error()
+
     def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
-        self._item.on_the_wire = False
+        self.item.on_the_wire = False
         if error is not None and may_have_been_applied(error):
-            self._item.maybe_applied = True
+            self.item.maybe_applied = True
         self._flow.after_attempt(error, outage=outage)
 
     def attempt_abandoned(self) -> None:
         # Called when an attempt was cancelled mid-send (a stop snapshots the item before
         # that, while it is still on the wire) or was never sent (the deadline passed).
-        self._item.on_the_wire = False
+        self.item.on_the_wire = False
         self._flow.attempt_abandoned()
 
     def allow_retry(self) -> bool:
