@@ -498,6 +498,7 @@ class _Engine:
         # One gate per worker, pointed at the item being sent: no gate object per item.
         gate = ItemGate(self.flow, self._signal, self._on_send)
         ready, in_flight = self._ready, self._in_flight
+        transport, timeout, policy = self._transport, self._timeout, self._policy
         while True:
             if ready:
                 item = ready.popleft()
@@ -513,12 +514,12 @@ class _Engine:
                 # frame on the path nearly every bulk item takes.
                 if isinstance(request, InjectRequest):
                     result = await call(
-                        self._transport,
+                        transport,
                         INJECT_CONTEXT,
                         item.url,
                         item.body,
-                        timeout=self._timeout,
-                        policy=self._policy,
+                        timeout=timeout,
+                        policy=policy,
                         session_id=item.session_id,
                         entry=request.context,
                         gate=gate,

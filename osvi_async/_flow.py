@@ -56,6 +56,9 @@ class FlowControl:
         self._probe: asyncio.Task[object] | None = None
         self._changed = asyncio.Event()
         self._interval = 1.0 / rate_limit if rate_limit else 0.0
+        # Circuit closed and no rate limit: an attempt goes at once. Read once per attempt,
+        # so kept as one flag, updated by _set_state.
+        self._clear = not self._interval
         self._next_slot = 0.0
         self.retries_refused = 0
         self.times_opened = 0
@@ -71,8 +74,10 @@ class FlowControl:
         The common case (circuit closed, no rate limit) needs no await at all.
         """
         if number == 1 and self._per_request:
-            self._deposit(self._per_request)
-        return self._state is _State.CLOSED and not self._interval
+            # (`_deposit` written out: this and the success below run once per item)
+            tokens = self._tokens + self._per_request
+            self._tokens = tokens if tokens < self._max_tokens else self._max_tokens
+        return self._clear
 
     async def wait(self, number: int) -> None:
         """Wait for the circuit to let attempt `number` through, then for a rate-limit slot."""
@@ -85,7 +90,8 @@ class FlowControl:
         """Feed the budget and the breaker: successes earn tokens and close the circuit."""
         if error is None:
             if self._per_success:
-                self._deposit(self._per_success)
+                tokens = self._tokens + self._per_success
+                self._tokens = tokens if tokens < self._max_tokens else self._max_tokens
             if self._consecutive_failures or self._state is not _State.CLOSED:
                 self._reachable()
         elif outage:
@@ -108,11 +114,6 @@ class FlowControl:
             return True
         self.retries_refused += 1
         return False
-
-    def _deposit(self, amount: float) -> None:
-        # Runs twice per item: a comparison, not a call to min().
-        tokens = self._tokens + amount
-        self._tokens = tokens if tokens < self._max_tokens else self._max_tokens
 
     def _reachable(self) -> None:
         self._consecutive_failures = 0
@@ -146,6 +147,7 @@ class FlowControl:
 
     def _set_state(self, state: _State) -> None:
         self._state = state
+        self._clear = state is _State.CLOSED and not self._interval
         if state is not _State.HALF_OPEN:
             self._probe = None
         changed, self._changed = self._changed, asyncio.Event()
