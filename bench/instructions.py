@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def child(mode: str, calls: int) -> None:
+def child(mode: str, calls: int, *, stdlib_json: bool) -> None:
     """Make `calls` stubbed calls of one path (after 200 to warm up)."""
+    if stdlib_json:
+        sys.modules["orjson"] = None  # type: ignore[assignment] # as on a default install
     sys.path.insert(0, str(ROOT))
     import osvi_async._aiohttp as transport_module
     from bench import overhead
@@ -42,7 +44,7 @@ def child(mode: str, calls: int) -> None:
     asyncio.run(main())
 
 
-def instructions(mode: str, calls: int) -> int:
+def instructions(mode: str, calls: int, *, stdlib_json: bool) -> int:
     """Instructions callgrind counted for a child making `calls` calls of `mode`."""
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "callgrind.out")
@@ -56,6 +58,7 @@ def instructions(mode: str, calls: int) -> int:
                 "--child",
                 mode,
                 str(calls),
+                *(["--stdlib-json"] if stdlib_json else []),
             ],
             capture_output=True,
             text=True,
@@ -71,15 +74,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--extra", type=int, default=4000)
+    parser.add_argument(
+        "--stdlib-json",
+        action="store_true",
+        help="block orjson, as on a default install (the SDK then uses the json module)",
+    )
+    parser.add_argument("--modes", default="inject_context,inject_many")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), stdlib_json=args.stdlib_json)
         return
-    print(f"SDK instructions per call, network stubbed out (callgrind, c=64, {args.extra} calls):")
-    for mode in ("inject_context", "inject_many"):
-        low = instructions(mode, args.calls)
-        high = instructions(mode, args.calls + args.extra)
+    backend = "json (default install)" if args.stdlib_json else "orjson if installed"
+    print(
+        f"SDK instructions per call, network stubbed out (callgrind, c=64, {args.extra} calls, "
+        f"{backend}):"
+    )
+    for mode in args.modes.split(","):
+        low = instructions(mode, args.calls, stdlib_json=args.stdlib_json)
+        high = instructions(mode, args.calls + args.extra, stdlib_json=args.stdlib_json)
         print(f"  {mode:15} {(high - low) / args.extra:10,.0f}")
 
 

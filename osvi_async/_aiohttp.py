@@ -13,6 +13,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
+from osvi_async._deadline import Deadline
 from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
 from osvi_async._transport import USER_AGENT, RawResponse, closed_client_error
@@ -112,13 +113,12 @@ class AiohttpTransport:
         """
         session = self._session_for_request()
         try:
-            # The attempt's whole timeout is ours (asyncio.timeout), not aiohttp's `total`:
-            # aiohttp enters its total timer twice (request and response start) and uncancels
-            # the task once per exit, so a cancel() landing as that timer fires was turned into
-            # a TimeoutError and lost. asyncio.timeout tells the two apart by Task.cancelling().
-            async with (
-                asyncio.timeout(timeout),
-                session.request(
+            # The attempt's whole timeout is ours (Deadline, asyncio.timeout's rules), not
+            # aiohttp's `total`: aiohttp enters its total timer twice (request and response
+            # start) and uncancels the task once per exit, so a cancel() landing as that timer
+            # fires was turned into a TimeoutError and lost.
+            with Deadline(timeout):
+                async with session.request(
                     method,
                     self._url(url),
                     data=body,
@@ -126,10 +126,11 @@ class AiohttpTransport:
                     timeout=self._timeout(timeout),
                     allow_redirects=False,
                     raise_for_status=False,  # even on a borrowed session: statuses are ours
-                ) as response,
-            ):
-                payload = await self._read_capped(response)
-                return RawResponse(response.status, payload, response.headers.get("Retry-After"))
+                ) as response:
+                    payload = await self._read_capped(response)
+                    return RawResponse(
+                        response.status, payload, response.headers.get("Retry-After")
+                    )
         except asyncio.CancelledError as exc:
             # Closing the pool (our close(), or the owner closing a borrowed session) cancels
             # the futures of calls waiting for a pooled connection: a CancelledError for a
@@ -230,10 +231,11 @@ class AiohttpTransport:
         )
         return aiohttp.ClientSession(
             connector=connector,
-            headers=self._headers,
             # Answers are a few hundred bytes of JSON: asking for compression costs more than
             # it saves. A server that compresses anyway is still decoded (and capped).
-            skip_auto_headers=("Accept-Encoding",),
+            # "identity" rather than skip_auto_headers, which makes aiohttp copy and extend
+            # the headers of every request.
+            headers={**self._headers, "Accept-Encoding": "identity"},
             cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies worth keeping
             raise_for_status=False,
         )

@@ -30,7 +30,7 @@ from osvi_async._retry import (
     raise_if_cancelling,
     remaining_budget,
 )
-from osvi_async._transport import Transport
+from osvi_async._transport import RawResponse, Transport
 from osvi_async.errors import (
     APIStatusError,
     APITimeoutError,
@@ -93,9 +93,13 @@ async def call(
     while True:
         try:
             if gate is None and policy.deadline is None:
-                result = await _attempt(
-                    transport, endpoint, url, body, timeout, number, session_id, target
-                )
+                # _attempt, inlined: one coroutine less on every call's path.
+                try:
+                    response = await transport.send(endpoint.method, url, body, timeout=timeout)
+                    result = _settle(transport, endpoint, response, number, session_id, target)
+                except OsviError as exc:
+                    exc.attempts = number
+                    raise
             else:
                 result = await _gated_attempt(
                     transport, endpoint, url, body, timeout, number, session_id, target,
@@ -190,19 +194,32 @@ async def _attempt(  # noqa: PLR0917 - private, hot path: positional on purpose
     """Send attempt `number` and decode its answer; any failure as a typed error."""
     try:
         response = await transport.send(endpoint.method, url, body, timeout=timeout)
-        if 200 <= response.status < 300:
-            return endpoint.decode(
-                response.status,
-                response.body,
-                session_id=session_id,
-                attempts=number,
-                scrubber=transport.scrubber,
-            )
+        return _settle(transport, endpoint, response, number, session_id, target)
     except OsviError as exc:
         exc.attempts = number
         raise
+
+
+def _settle(  # noqa: PLR0917 - private, hot path: positional on purpose
+    transport: Transport,
+    endpoint: Endpoint[T],
+    response: RawResponse,
+    number: int,
+    session_id: str,
+    target: str | None,
+) -> T:
+    """The endpoint's result for a 2xx answer, else the typed error for its status."""
+    status = response.status
+    if 200 <= status < 300:
+        return endpoint.decode(
+            status,
+            response.body,
+            session_id=session_id,
+            attempts=number,
+            scrubber=transport.scrubber,
+        )
     raise status_error(
-        response.status,
+        status,
         response.body,
         session_id=session_id or None,
         retry_after=response.retry_after,

@@ -34,3 +34,41 @@ def test_both_backends_refuse_non_json_with_value_error(body: bytes) -> None:
     for loads in (_json.stdlib_loads, _json.loads):
         with pytest.raises(ValueError):  # noqa: PT011 - the type is the contract
             loads(body)
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_inject_bodies_written_directly_match_encoding_a_dict(text: str) -> None:
+    """The hand-framed inject body is byte for byte what encoding the dict gives."""
+    for dumps, dumps_string in (
+        (_json.stdlib_dumps, _json.stdlib_dumps_string),
+        (_json.orjson_dumps, _json.orjson_dumps),
+    ):
+        assert b'{"context":' + dumps_string(text) + b"}" == dumps({"context": text})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":[1,2.5,"x",null,true]}',
+        b' {"a":1} ',  # whitespace around the value
+        b'{"a":1}\n',
+        b"\xef\xbb\xbf" + b'{"a":1}',  # a UTF-8 BOM
+        '{"a":"ü"}'.encode("utf-16"),
+        b"NaN",
+        b"[1e400]",
+        b'"\\ud800"',
+    ],
+)
+def test_stdlib_loads_gives_what_json_loads_gives(body: bytes) -> None:
+    """The direct scan takes only what json.loads would take whole; the rest goes to it."""
+    expected = json.loads(body)
+    assert repr(_json.stdlib_loads(body)) == repr(expected)
+
+
+@pytest.mark.parametrize("body", [b'{"a":1} x', b'{"a":1}{}', b"[1,]", b"\x00", b" "])
+def test_stdlib_loads_refuses_what_json_loads_refuses(body: bytes) -> None:
+    """Trailing data and broken documents raise ValueError, as from json.loads."""
+    with pytest.raises(ValueError):  # noqa: PT011 - the type is the contract
+        json.loads(body)
+    with pytest.raises(ValueError):  # noqa: PT011
+        _json.stdlib_loads(body)
