@@ -313,6 +313,7 @@ async def test_bulk_run_stopped_at_a_random_moment(
         assert summary.items <= len(items)
 
 
+@pytest.mark.aiohttp_only  # borrows an aiohttp session
 @settings(CI, max_examples=12)
 @given(offset=st.floats(min_value=-0.01, max_value=0.01), busy=st.sampled_from([0.0, 0.02]))
 async def test_bulk_aclose_as_the_timeout_fires(

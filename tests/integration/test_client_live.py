@@ -335,6 +335,7 @@ async def test_cancelled_call_waiting_for_a_connection_stays_cancelled(
     assert osvi_emulator.stats.requests_total == 1
 
 
+@pytest.mark.aiohttp_only  # borrows an aiohttp session
 async def test_borrowed_session_carries_requests(osvi_emulator: OsviEmulator) -> None:
     """A caller's aiohttp session is used for the request and left open by close()."""
     session_id = osvi_emulator.create_session()

@@ -150,6 +150,7 @@ async def test_breaker_opens_under_an_at_most_once_policy(osvi_emulator: OsviEmu
     assert osvi_emulator.stats.requests_total < 100  # without the breaker: 400
 
 
+@pytest.mark.aiohttp_only  # borrows an aiohttp session
 async def test_borrowed_session_raising_for_status_still_maps_statuses(
     osvi_emulator: OsviEmulator,
 ) -> None:

@@ -94,6 +94,7 @@ async def test_https_to_a_plain_http_port_is_tried_once(http_backend: HttpBacken
     assert sleep.delays == []
 
 
+@pytest.mark.aiohttp_only  # borrows an aiohttp session
 async def test_trusted_certificate_works_through_a_borrowed_session(
     https_url: str, authority: trustme.CA
 ) -> None:
