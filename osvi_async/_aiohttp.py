@@ -99,7 +99,7 @@ class AiohttpTransport:
         """True while this transport holds a session it created and has not closed it."""
         return not self._closed and not self._borrowed and self._session is not None
 
-    async def send(
+    async def send(  # noqa: PLR0912 - one branch per aiohttp failure class
         self, method: str, url: str, body: bytes | None, *, timeout: float
     ) -> RawResponse:
         """Send one request (`body`, if any, is JSON) and read the answer; aiohttp errors
@@ -127,10 +127,20 @@ class AiohttpTransport:
                     allow_redirects=False,
                     raise_for_status=False,  # even on a borrowed session: statuses are ours
                 ) as response:
-                    payload = await self._read_capped(response)
-                    return RawResponse(
-                        response.status, payload, response.headers.get("Retry-After")
-                    )
+                    status = response.status
+                    headers = response.headers
+                    declared = response.content_length
+                    if (
+                        declared is not None
+                        and declared <= self._max_response_bytes
+                        and "Content-Encoding" not in headers
+                    ):
+                        payload = await response.read()  # exactly `declared` bytes: one read
+                    else:
+                        payload = await self._read_capped(response)
+                    # Only refusals (429, 503) carry a Retry-After worth reading.
+                    retry_after = headers.get("Retry-After") if status >= 300 else None
+                    return RawResponse(status, payload, retry_after)
         except asyncio.CancelledError as exc:
             # Closing the pool (our close(), or the owner closing a borrowed session) cancels
             # the futures of calls waiting for a pooled connection: a CancelledError for a
@@ -266,14 +276,12 @@ class AiohttpTransport:
         return timeout
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        """Read the body, refusing more than the cap (after decompression, so gzip bombs too)."""
+        """Read a body of unknown or encoded length, refusing more than the cap (after
+        decompression, so gzip bombs too); `send` reads a plain body within the cap itself."""
         limit = self._max_response_bytes
         declared = response.content_length
-        if declared is not None:
-            if declared > limit:
-                raise self._too_large(response.status, limit)
-            if "Content-Encoding" not in response.headers:
-                return await response.read()  # exactly `declared` bytes: one read
+        if declared is not None and declared > limit:
+            raise self._too_large(response.status, limit)
         chunks = bytearray()
         stream = response.content
         while True:

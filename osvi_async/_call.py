@@ -63,7 +63,7 @@ class AttemptGate(Protocol):
         """Whether the shared retry budget allows one more retry; takes it if so."""
 
 
-async def call(
+async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bottom
     transport: Transport,
     endpoint: Endpoint[T],
     url: str,
@@ -92,19 +92,25 @@ async def call(
     previous: OsviError | None = None
     while True:
         try:
-            if gate is None and policy.deadline is None:
-                # _attempt, inlined: one coroutine less on every call's path.
-                try:
-                    response = await transport.send(endpoint.method, url, body, timeout=timeout)
-                    result = _settle(transport, endpoint, response, number, session_id, target)
-                except OsviError as exc:
-                    exc.attempts = number
-                    raise
-            else:
-                result = await _gated_attempt(
-                    transport, endpoint, url, body, timeout, number, session_id, target,
-                    policy=policy, started=started, gate=gate,
-                )  # fmt: skip
+            attempt_timeout = timeout
+            if policy.deadline is not None or (gate is not None and not gate.ready(number)):
+                attempt_timeout = await _wait_for_turn(
+                    gate, number, policy=policy, timeout=timeout, started=started
+                )
+            try:
+                response = await transport.send(endpoint.method, url, body, timeout=attempt_timeout)
+                result = _settle(transport, endpoint, response, number, session_id, target)
+            except OsviError as exc:
+                exc.attempts = number
+                if gate is not None:
+                    gate.after_attempt(exc, outage=indicates_outage(exc))
+                raise
+            except BaseException:
+                if gate is not None:
+                    gate.attempt_abandoned()
+                raise
+            if gate is not None:
+                gate.after_attempt(None, outage=False)
         except OsviError as failure:
             error = failure
             if isinstance(error, ClientClosedError) and previous is not None:
@@ -181,25 +187,6 @@ def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
             )
 
 
-async def _attempt(  # noqa: PLR0917 - private, hot path: positional on purpose
-    transport: Transport,
-    endpoint: Endpoint[T],
-    url: str,
-    body: bytes | None,
-    timeout: float,
-    number: int,
-    session_id: str,
-    target: str | None,
-) -> T:
-    """Send attempt `number` and decode its answer; any failure as a typed error."""
-    try:
-        response = await transport.send(endpoint.method, url, body, timeout=timeout)
-        return _settle(transport, endpoint, response, number, session_id, target)
-    except OsviError as exc:
-        exc.attempts = number
-        raise
-
-
 def _settle(  # noqa: PLR0917 - private, hot path: positional on purpose
     transport: Transport,
     endpoint: Endpoint[T],
@@ -231,21 +218,16 @@ def _settle(  # noqa: PLR0917 - private, hot path: positional on purpose
     )
 
 
-async def _gated_attempt(  # noqa: PLR0917 - private: _attempt's and the gate's
-    transport: Transport,
-    endpoint: Endpoint[T],
-    url: str,
-    body: bytes | None,
-    timeout: float,
+async def _wait_for_turn(
+    gate: AttemptGate | None,
     number: int,
-    session_id: str,
-    target: str | None,
     *,
     policy: RetryPolicy,
+    timeout: float,
     started: float,
-    gate: AttemptGate | None,
-) -> T:
-    """`_attempt`, after the gate let it through and within what is left of the deadline."""
+) -> float:
+    """Wait until the gate lets attempt `number` through; return its timeout, cut to what is
+    left of the deadline. Raises, the gate given back, when the attempt cannot be sent."""
     if gate is not None and not gate.ready(number):
         try:
             await gate.wait(number)
@@ -265,16 +247,4 @@ async def _gated_attempt(  # noqa: PLR0917 - private: _attempt's and the gate's
             request_sent=False,
             attempts=number - 1,
         )
-    try:
-        result = await _attempt(transport, endpoint, url, body, budget, number, session_id, target)
-    except OsviError as exc:
-        if gate is not None:
-            gate.after_attempt(exc, outage=indicates_outage(exc))
-        raise
-    except BaseException:
-        if gate is not None:
-            gate.attempt_abandoned()
-        raise
-    if gate is not None:
-        gate.after_attempt(None, outage=False)
-    return result
+    return budget

@@ -296,7 +296,8 @@ class OsviClient:
         if self._transport.closed:
             raise closed_client_error()
         session_id = check_session_id(session_id)
-        may_have_been_applied = check_bool("may_have_been_applied", may_have_been_applied)
+        if may_have_been_applied is not False:
+            may_have_been_applied = check_bool("may_have_been_applied", may_have_been_applied)
         context = check_context(context)
         body = encode_inject_body(context, self._config.max_context_bytes)
         attempt_timeout = self._config.timeout if timeout is None else check_timeout(timeout)
