@@ -162,6 +162,7 @@ class OsviClient:
             api_token=self._config.api_token,
             max_connections=self._config.max_connections,
             max_response_bytes=self._config.max_response_bytes,
+            timeout=self._config.timeout,
             session=session,
         )
         self._sessions = SessionCache(

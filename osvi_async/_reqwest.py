@@ -70,6 +70,7 @@ class ReqwestTransport:
     __slots__ = (
         "_client",
         "_closed",
+        "_connect_timeout",
         "_headers",
         "_hosts",
         "_loop",
@@ -81,7 +82,9 @@ class ReqwestTransport:
         "scrubber",
     )
 
-    def __init__(self, *, api_token: str, max_connections: int, max_response_bytes: int) -> None:
+    def __init__(
+        self, *, api_token: str, max_connections: int, max_response_bytes: int, timeout: float
+    ) -> None:
         headers = HeaderMap()
         headers.insert("API-Token", api_token, is_sensitive=True)
         headers.insert("Content-Type", "application/json")
@@ -95,6 +98,10 @@ class ReqwestTransport:
         self.scrubber: Final = Scrubber(api_token)
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
+        # reqwest's connect timeout is per client, not per request: it is the client's
+        # default attempt timeout, a little shorter, so that a hanging connect ends as "not
+        # sent" (an attempt given less time than that may end "sent", the safe side).
+        self._connect_timeout = timedelta(seconds=timeout - min(0.5, timeout * 0.05))
         self._client: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -127,7 +134,7 @@ class ReqwestTransport:
         error. A call waiting for a slot when the transport closes ends in `ClientClosedError`
         (nothing sent); one already past it in `APIConnectionError(request_sent=True)`.
         """
-        client, slots = self._client_for_request(timeout)
+        client, slots = self._client_for_request()
         if slots.locked():
             started = time.monotonic()
             await self._wait_for_slot(slots, timeout)
@@ -286,13 +293,13 @@ class ReqwestTransport:
             request_sent=True,
         )
 
-    def _client_for_request(self, timeout: float) -> tuple[Client, asyncio.Semaphore]:
+    def _client_for_request(self) -> tuple[Client, asyncio.Semaphore]:
         if self._closed:
             raise closed_client_error()
         client, slots = self._client, self._slots
         if client is None or slots is None:
             self._loop = asyncio.get_running_loop()
-            client = self._client = self._new_client(timeout)
+            client = self._client = self._new_client()
             slots = self._slots = asyncio.Semaphore(self._max_connections)
             _settle_at_exit()
         elif self._loop is not asyncio.get_running_loop():
@@ -302,11 +309,7 @@ class ReqwestTransport:
             )
         return client, slots
 
-    def _new_client(self, timeout: float) -> Client:
-        # reqwest's connect timeout is per client, not per request: it is set from the first
-        # attempt's timeout, a little shorter, so that a hanging connect ends as "not sent"
-        # (an attempt given less time than that may end "sent", which is the safe side).
-        connect = timeout - min(0.5, timeout * 0.05)
+    def _new_client(self) -> Client:
         return (
             ClientBuilder()
             .default_headers(self._headers)
@@ -317,7 +320,7 @@ class ReqwestTransport:
             .no_proxy()  # like aiohttp's default trust_env=False: no proxy from the env
             .error_for_status(False)
             .max_connections(None)  # bounded by our slots, see the class docstring
-            .connect_timeout(timedelta(seconds=connect))
+            .connect_timeout(self._connect_timeout)
             .build()
         )
 

@@ -72,9 +72,14 @@ def open_transport(
     api_token: str,
     max_connections: int,
     max_response_bytes: int,
+    timeout: float,
     session: aiohttp.ClientSession | None,
 ) -> Transport:
-    """The transport for `backend`; its pool opens lazily, on the first request."""
+    """The transport for `backend`; its pool opens lazily, on the first request.
+
+    `timeout` is the client's default seconds per attempt (reqwest sets its connect timeout
+    per client from it; aiohttp takes every timeout per request).
+    """
     if backend == "aiohttp":
         from osvi_async._aiohttp import AiohttpTransport  # noqa: PLC0415 - one of two stacks
 
@@ -100,6 +105,7 @@ def open_transport(
             api_token=api_token,
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
+            timeout=timeout,
         )
     raise ClientValidationError(
         f"http_backend must be one of {', '.join(map(repr, HTTP_BACKENDS))}, got {backend!r}"

@@ -50,10 +50,10 @@ MIB = 1024 * 1024
 INFLATED = 64 * MIB
 
 
-def transport(max_connections: int = 4) -> ReqwestTransport:
-    """A transport with a 64 KiB cap."""
+def transport(max_connections: int = 4, timeout: float = 5.0) -> ReqwestTransport:
+    """A transport with a 64 KiB cap, made for clients whose attempts take `timeout`."""
     return ReqwestTransport(
-        api_token=TOKEN, max_connections=max_connections, max_response_bytes=CAP
+        api_token=TOKEN, max_connections=max_connections, max_response_bytes=CAP, timeout=timeout
     )
 
 
@@ -197,10 +197,15 @@ async def test_refused_connection_was_not_sent(reqwest: ReqwestTransport) -> Non
     assert f"Could not connect to 127.0.0.1:{port}" in str(caught.value)
 
 
-async def test_hanging_connect_times_out_unsent(reqwest: ReqwestTransport) -> None:
-    """A connect that never completes: APITimeoutError(request_sent=False)."""
-    with full_backlog() as port, pytest.raises(APITimeoutError) as caught:
-        await reqwest.send("POST", f"http://127.0.0.1:{port}/x", b"{}", timeout=0.3)
+async def test_hanging_connect_times_out_unsent() -> None:
+    """A connect that never completes: APITimeoutError(request_sent=False), its connect
+    timeout taken from the client's timeout, not from whichever attempt came first."""
+    short = transport(timeout=0.3)
+    try:
+        with full_backlog() as port, pytest.raises(APITimeoutError) as caught:
+            await short.send("POST", f"http://127.0.0.1:{port}/x", b"{}", timeout=0.3)
+    finally:
+        await short.close()
     assert caught.value.request_sent is False
     assert "waiting for a connection" in str(caught.value)
 
