@@ -16,13 +16,19 @@ from yarl import URL
 from osvi_async._deadline import Deadline
 from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
-from osvi_async._transport import USER_AGENT, RawResponse, closed_client_error
+from osvi_async._transport import (
+    USER_AGENT,
+    RawResponse,
+    closed_client_error,
+    closed_while_waiting_error,
+    make_safe,
+    other_loop_error,
+)
 from osvi_async.errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
     ClientValidationError,
-    OsviError,
     ResponseDecodeError,
     TLSHandshakeError,
 )
@@ -99,7 +105,7 @@ class AiohttpTransport:
         """True while this transport holds a session it created and has not closed it."""
         return not self._closed and not self._borrowed and self._session is not None
 
-    async def send(  # noqa: PLR0912 - one branch per aiohttp failure class
+    async def send(
         self, method: str, url: str, body: bytes | None, *, timeout: float
     ) -> RawResponse:
         """Send one request (`body`, if any, is JSON) and read the answer; aiohttp errors
@@ -149,10 +155,7 @@ class AiohttpTransport:
             # ClientError: "sent, no answer"). A real cancellation still propagates.
             task = asyncio.current_task()
             if (task is None or not task.cancelling()) and (self._closed or session.closed):
-                raise ClientClosedError(
-                    "The OsviClient was closed while this call waited for a pooled "
-                    "connection; nothing was sent"
-                ) from exc
+                raise closed_while_waiting_error() from exc
             raise
         except TimeoutError as exc:
             # aiohttp's own timeout errors are also TimeoutError, so this comes first.
@@ -197,16 +200,8 @@ class AiohttpTransport:
                     "The aiohttp session given to OsviClient was closed by its owner"
                 ) from exc
             raise
-        # aiohttp's messages can quote what the server sent (a status line, a header): make
-        # them safe, and drop the cause when it held the token.
-        message = failure.message
-        safe = self.scrubber.text(message)
-        if safe != message:
-            failure.args = (safe,)
-            if self.scrubber.redact(message) != message:
-                cause = None
-        if cause is None:
-            raise failure
+        if not make_safe(failure, self.scrubber) or cause is None:
+            raise failure from None
         raise failure from cause
 
     async def close(self) -> None:
@@ -226,10 +221,7 @@ class AiohttpTransport:
             self._loop = asyncio.get_running_loop()
             session = self._session = self._new_session()
         elif self._loop is not None and self._loop is not asyncio.get_running_loop():
-            raise OsviError(
-                "This OsviClient's connection pool belongs to another event loop (each "
-                "asyncio.run() starts a new one); create one client per event loop"
-            )
+            raise other_loop_error()
         return session
 
     def _new_session(self) -> aiohttp.ClientSession:

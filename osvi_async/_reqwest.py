@@ -26,12 +26,17 @@ from pyreqwest.http import HeaderMap
 
 from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
-from osvi_async._transport import USER_AGENT, RawResponse, closed_client_error
+from osvi_async._transport import (
+    USER_AGENT,
+    RawResponse,
+    closed_client_error,
+    closed_while_waiting_error,
+    make_safe,
+    other_loop_error,
+)
 from osvi_async.errors import (
     APIConnectionError,
     APITimeoutError,
-    ClientClosedError,
-    OsviError,
     ResponseDecodeError,
     TLSHandshakeError,
 )
@@ -181,10 +186,7 @@ class ReqwestTransport:
             self._waiting -= 1
         if self._closed:
             slots.release()
-            raise ClientClosedError(
-                "The OsviClient was closed while this call waited for a pooled "
-                "connection; nothing was sent"
-            )
+            raise closed_while_waiting_error()
 
     async def _exchange(
         self, client: Client, method: str, url: str, body: bytes | None, timeout: float
@@ -211,7 +213,9 @@ class ReqwestTransport:
                     payload = b"" if chunk is None else bytes(chunk)
                 else:
                     payload = await self._read_capped(reader, status, limit)
-                return RawResponse(status, payload, response.get_header("Retry-After"))
+                # Only refusals (429, 503) carry a Retry-After worth reading.
+                retry_after = response.get_header("Retry-After") if status >= 300 else None
+                return RawResponse(status, payload, retry_after)
         except asyncio.CancelledError as exc:
             # pyreqwest cancels the awaits of a client being closed; nobody cancelled us.
             task = asyncio.current_task()
@@ -226,13 +230,7 @@ class ReqwestTransport:
                 raise
             failure, keep_cause = self._closed_in_flight(), True
             failure.__cause__ = exc
-        message = failure.message
-        safe = self.scrubber.text(message)
-        if safe != message:
-            failure.args = (safe,)
-            if self.scrubber.redact(message) != message:
-                keep_cause = False
-        if not keep_cause:
+        if not make_safe(failure, self.scrubber) or not keep_cause:
             raise failure from None
         raise failure from failure.__cause__
 
@@ -303,10 +301,7 @@ class ReqwestTransport:
             slots = self._slots = asyncio.Semaphore(self._max_connections)
             _settle_at_exit()
         elif self._loop is not asyncio.get_running_loop():
-            raise OsviError(
-                "This OsviClient's connection pool belongs to another event loop (each "
-                "asyncio.run() starts a new one); create one client per event loop"
-            )
+            raise other_loop_error()
         return client, slots
 
     def _new_client(self) -> Client:

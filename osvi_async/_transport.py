@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, Protocol, get_args
 
 from osvi_async import __version__
-from osvi_async.errors import ClientClosedError, ClientValidationError
+from osvi_async.errors import ClientClosedError, ClientValidationError, OsviError
 
 if TYPE_CHECKING:
     import aiohttp
 
     from osvi_async._decode import Scrubber
+    from osvi_async.errors import APIConnectionError
 
 USER_AGENT: Final = f"osvi-async/{__version__}"
 
@@ -115,3 +116,30 @@ def open_transport(
 def closed_client_error() -> ClientClosedError:
     """The error for any use of a client after close(), from the client or its transport."""
     return ClientClosedError("This OsviClient is closed; create a new one")
+
+
+def closed_while_waiting_error() -> ClientClosedError:
+    """The error of a call that waited for a pooled connection when the client closed."""
+    return ClientClosedError(
+        "The OsviClient was closed while this call waited for a pooled connection; nothing was sent"
+    )
+
+
+def other_loop_error() -> OsviError:
+    """The error for a pool used from an event loop other than the one it was opened in."""
+    return OsviError(
+        "This OsviClient's connection pool belongs to another event loop (each "
+        "asyncio.run() starts a new one); create one client per event loop"
+    )
+
+
+def make_safe(failure: APIConnectionError, scrubber: Scrubber) -> bool:
+    """Scrub the message of a failure that quotes the HTTP stack (which may quote what the
+    server sent: a status line, a header) in place; False when it held the token, so that
+    the exception it came from must not stay its cause."""
+    message = failure.message
+    safe = scrubber.text(message)
+    if safe == message:
+        return True
+    failure.args = (safe,)
+    return scrubber.redact(message) == message
