@@ -65,11 +65,13 @@ _TLS_MARKERS: Final = (
 class ReqwestTransport:
     """One reqwest client (its own pool) and the headers every request carries.
 
-    The client is built lazily, on the first request, inside the running loop. The number of
-    requests in flight is bounded here, by an `asyncio.Semaphore` of `max_connections`, not by
-    pyreqwest's own limiter: a call still waiting for a slot when `close()` runs is then known
-    to have sent nothing (`ClientClosedError`), which pyreqwest's single "Client was closed"
-    error cannot tell from a call on the wire.
+    The client is built lazily, on the first request, inside the running loop. Calls take a
+    slot here, an `asyncio.Semaphore` of `max_connections`, before they reach pyreqwest: a
+    call still waiting for a slot when `close()` runs is then known to have sent nothing
+    (`ClientClosedError`), which pyreqwest's single "Client was closed" error cannot tell from
+    a call on the wire. pyreqwest's own limiter, of the same size, still bounds the requests
+    on the wire: a cancelled call frees its slot at once, but pyreqwest 0.15 does not abort
+    its request, which is sent and answered in the background (see docs/transports.md).
     """
 
     __slots__ = (
@@ -314,7 +316,10 @@ class ReqwestTransport:
             .referer(False)
             .no_proxy()  # like aiohttp's default trust_env=False: no proxy from the env
             .error_for_status(False)
-            .max_connections(None)  # bounded by our slots, see the class docstring
+            # Our slots bound the calls; reqwest's own limiter bounds the requests: pyreqwest
+            # does not abort a request whose awaiting task was cancelled (it is still sent
+            # and answered), and holds its permit until then, while our slot is free at once.
+            .max_connections(self._max_connections)
             .connect_timeout(self._connect_timeout)
             .build()
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -42,11 +43,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("http_backend", backends, indirect=True)
 
 
+@functools.cache
+def _start_reqwest_runtime() -> object:
+    """Build one pyreqwest client for the whole session: the first one starts pyreqwest's
+    runtime, whose few file descriptors live as long as the process. Started here, they do
+    not count as a leak of whichever test happens to build the first client."""
+    from pyreqwest.client import ClientBuilder
+
+    return ClientBuilder().build()
+
+
 @pytest.fixture
 def http_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> HttpBackend:
     """The HTTP stack this test's clients send through: every OsviClient made without a
     borrowed session (and every CLI subprocess, through OSVI_HTTP_BACKEND) uses it."""
     backend = cast("HttpBackend", request.param)
+    if backend == "reqwest":
+        _start_reqwest_runtime()
 
     def open_on_backend(requested: str, **options: Any) -> Transport:
         if requested == "aiohttp" and options.get("session") is None:

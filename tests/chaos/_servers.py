@@ -30,6 +30,7 @@ class RawServer:
         self._handlers: set[asyncio.Task[object]] = set()
         self.connections_opened = 0
         self.open_connections = 0
+        self.peak_connections = 0
         self.requests = 0
         self.bytes_written = 0
         self.headers_sent = asyncio.Event()
@@ -60,6 +61,7 @@ class RawServer:
         self._handlers.add(task)
         self.connections_opened += 1
         self.open_connections += 1
+        self.peak_connections = max(self.peak_connections, self.open_connections)
         try:
             await self._behaviour(reader, writer, self)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -112,6 +114,24 @@ async def stall_in_body(
     await server.write(writer, head + b'{"success"')
     server.headers_sent.set()
     await wait_for_hangup(reader)
+
+
+def answer_after(delay: float, session_id: str = SESSION_ID) -> Behaviour:
+    """Answer every request on the connection with inject_context's 200, `delay` s late."""
+    body = (
+        b'{"success":true,"data":{"session_id":"%s","context":["an entry"]}}' % session_id.encode()
+    )
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+
+    async def behaviour(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            await asyncio.sleep(delay)
+            await server.write(writer, head % len(body) + body)
+
+    return behaviour
 
 
 def huge_body(framing: str, size: int) -> Behaviour:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from osvi_async import InjectContextResult, InjectOutcome, OsviClient, RetryPolicy
+from osvi_async._transport import HttpBackend
 from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.chaos._harness import (
     audit,
@@ -67,9 +68,10 @@ async def outcome_of(task: asyncio.Task[InjectContextResult]) -> str:
     first=st.sampled_from([None, "latency", "engine_error", "ambiguous_drop", "ambiguous_502"]),
 )
 async def test_single_call_cancelled_after_random_loop_steps(
-    reliability: Recorder, steps: int, first: str | None
+    reliability: Recorder, http_backend: HttpBackend, steps: int, first: str | None
 ) -> None:
-    """Cancelled after 0-60 loop steps: applied at most as often as sent; nothing after; no leak."""
+    """Cancelled after 0-60 loop steps: applied at most as often as sent; nothing after (on
+    reqwest, at most the one request pyreqwest already had, see docs/transports.md); no leak."""
     async with OsviEmulator(fault_plan=FaultPlan(latency_seconds=0.01)) as emulator:
         session = emulator.create_session()
         emulator.fault_plan.script(session, [first])
@@ -107,8 +109,11 @@ async def test_single_call_cancelled_after_random_loop_steps(
         )
 
         assert ended in {"cancelled", "ok", "ok, flagged"}
-        assert emulator.requests_for(session) == sent  # nothing went out after the cancel
-        assert applied <= sent
+        # pyreqwest 0.15 sends a request it was handed even if its caller was cancelled
+        # (it cannot abort it); aiohttp's cancel stops it. Never a retry after the cancel.
+        late = 1 if http_backend == "reqwest" else 0
+        assert sent <= emulator.requests_for(session) <= sent + late
+        assert applied <= emulator.requests_for(session)
         if ended.startswith("ok"):
             assert applied >= 1
         if ended == "ok":

@@ -31,6 +31,7 @@ from osvi_async._transport import USER_AGENT
 from tests.chaos._servers import (
     Behaviour,
     RawServer,
+    answer_after,
     bomb,
     compressed,
     full_backlog,
@@ -40,8 +41,6 @@ from tests.chaos._servers import (
     wait_for_hangup,
 )
 from tests.support import SESSION_ID, exception_chain, inject_server
-
-pytest.importorskip("pyreqwest")
 
 TOKEN = "Sup3rS3cretT0ken"
 BODY = b'{"success": true}'
@@ -283,6 +282,36 @@ async def test_cancel_in_flight_ends_in_cancelled_error(reqwest: ReqwestTranspor
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_cancelled_requests_still_count_against_max_connections() -> None:
+    """pyreqwest 0.15 does not abort the request of a cancelled call: it is sent anyway and
+    holds its connection until answered. Calls cancelled three at a time, five times over,
+    never put more than max_connections requests on the wire, and the client still works."""
+    slow = RawServer(answer_after(0.3))
+    async with slow as server:
+        client = OsviClient(
+            TOKEN,
+            base_url=server.base_url,
+            max_connections=3,
+            retry=RetryPolicy.none(),
+            http_backend="reqwest",
+        )
+        async with client:
+            for _ in range(5):
+                calls = [
+                    asyncio.create_task(client.inject_context(SESSION_ID, "cancelled"))
+                    for _ in range(3)
+                ]
+                await asyncio.sleep(0.05)
+                for call in calls:
+                    call.cancel()
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+                assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+            result = await client.inject_context(SESSION_ID, "after the cancels")
+    assert result.session_id == SESSION_ID
+    assert server.peak_connections <= 3
+    assert server.requests == 16  # every cancelled request reached the server, and the last
 
 
 async def test_cancel_landing_as_the_timer_fires_stays_a_cancel() -> None:
