@@ -8,6 +8,7 @@ foreign type or exception escapes to the caller (the contract is `_transport.Tra
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Final
 
 import aiohttp
@@ -34,6 +35,7 @@ from osvi_async.errors import (
 )
 
 _URL_CACHE_SIZE: Final = 65_536
+_LARGE_BODY: Final = 2**20
 _NO_TIMER_ROUNDING: Final = 1e9
 
 
@@ -127,7 +129,9 @@ class AiohttpTransport:
                 async with session.request(
                     method,
                     self._url(url),
-                    data=body,
+                    # aiohttp warns (ResourceWarning) about a bytes body over 1 MiB, which a
+                    # context near max_context_bytes makes: such a body goes as a stream.
+                    data=body if body is None or len(body) <= _LARGE_BODY else io.BytesIO(body),
                     headers=self._request_headers,
                     timeout=self._timeout(timeout),
                     allow_redirects=False,

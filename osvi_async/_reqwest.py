@@ -152,11 +152,11 @@ class ReqwestTransport:
                     f"Request timed out after {timeout:g} s while waiting for a connection",
                     request_sent=False,
                 )
-            timeout = left
         else:
+            left = timeout
             await slots.acquire()  # free: returns at once
         try:
-            return await self._exchange(client, method, url, body, timeout)
+            return await self._exchange(client, method, url, body, left, timeout)
         finally:
             slots.release()
 
@@ -190,14 +190,22 @@ class ReqwestTransport:
             slots.release()
             raise closed_while_waiting_error()
 
-    async def _exchange(
-        self, client: Client, method: str, url: str, body: bytes | None, timeout: float
+    async def _exchange(  # noqa: PLR0917 - private: send's arguments, passed on
+        self,
+        client: Client,
+        method: str,
+        url: str,
+        body: bytes | None,
+        left: float,
+        timeout: float,
     ) -> RawResponse:
+        """The request itself, within `left` seconds of the attempt's `timeout` (which the
+        messages name)."""
         builder = client.request(method, url)
         if body is not None:
             builder = builder.body_bytes(body)
         request = (
-            builder.timeout(self._timedelta(timeout))
+            builder.timeout(self._timedelta(left))
             .streamed_read_buffer_limit(min(self._max_response_bytes + 1, _READ_BUFFER))
             .build_streamed()
         )

@@ -42,6 +42,11 @@ def generate_api_token() -> str:
     return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(API_TOKEN_LENGTH))
 
 
+MAX_REQUEST_BYTES: Final = 8 * 1024 * 1024
+"""Largest request body the emulator reads: a 1 MiB context escaped six times over (every
+character written as a six-character escape) still fits."""
+
+
 class _CountingServer(web.Server):
     """A low-level aiohttp server that also counts TCP connections as they come and go.
 
@@ -51,8 +56,30 @@ class _CountingServer(web.Server):
     """
 
     def __init__(self, app: EmulatorApp, observations: Observations, **kwargs: Any) -> None:
-        super().__init__(app.handle, handler_cancellation=True, **kwargs)
+        super().__init__(
+            app.handle, handler_cancellation=True, request_factory=self._request, **kwargs
+        )
         self._observations = observations
+
+    @staticmethod
+    def _request(
+        message: Any,
+        payload: Any,
+        protocol: web.RequestHandler,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # aiohttp refuses bodies over 1 MiB by default, below what the client sends: a
+        # context of max_context_bytes (1 MiB) plus its JSON framing and escapes.
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=MAX_REQUEST_BYTES,
+        )
 
     def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
         self._observations.connection_opened()

@@ -438,3 +438,18 @@ async def test_a_50_mb_context_is_refused_before_sending(
     assert run.summary.invalid == 1
     assert osvi_emulator.applied(session_id) == ("small",)
     assert osvi_emulator.requests_for(session_id) == 1
+
+
+@pytest.mark.parametrize(
+    "context",
+    ["a" * 1_048_576, '"' * 600_000, "\x01" * 170_000],
+    ids=["1 MiB", "quotes escaped to 1.1 MiB", "controls escaped to 1 MiB"],
+)
+async def test_the_largest_contexts_the_client_sends_reach_the_emulator(
+    live_client: OsviClient, osvi_emulator: OsviEmulator, context: str
+) -> None:
+    """A context up to max_context_bytes, its JSON escapes included, is applied as sent."""
+    session_id = osvi_emulator.create_session()
+    result = await live_client.inject_context(session_id, context)
+    assert result.context[-1] == context
+    assert osvi_emulator.applied(session_id) == (context,)
