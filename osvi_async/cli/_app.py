@@ -279,7 +279,7 @@ def bulk(
     except InputError as error:
         raise fail(str(error), EXIT_USAGE) from None
     with stream:
-        client = make_client(token, base_url, timeout)
+        client = make_client(token, base_url, timeout, concurrency=concurrency)
         limit = client.max_context_bytes
         first = read_first_line(stream, limit)
         fmt: InputFormat = (

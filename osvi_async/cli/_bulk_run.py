@@ -210,6 +210,11 @@ class _Journal:
             waiting_for = (
                 waiting.index if waiting is not None else self._failed_at.get(error.waiting_for)
             )
+            if waiting_for is not None and waiting_for != error.waiting_for:
+                # The run counts positions, the report records (a resume skips done ones):
+                # the message must name the record that waiting_for names.
+                position = f"item {error.waiting_for} of"
+                error.args = (error.message.replace(position, f"item {waiting_for} of", 1),)
         elif not outcome.ok:
             self._failed_at[outcome.index] = record.index
         for_good = error is not None and refused_for_good(error)

@@ -27,6 +27,7 @@ from osvi_async import (
     OsviClient,
     OsviError,
 )
+from osvi_async._config import DEFAULT_MAX_CONNECTIONS
 from osvi_async._loop import EVENT_LOOP_CHOICES, EVENT_LOOP_ENV, choose_event_loop
 from osvi_async._loop import run as run_on_loop
 from osvi_async._transport import HTTP_BACKENDS, HttpBackend
@@ -195,11 +196,15 @@ def no_active_session(customer_id: str, agent_uuid: str | None) -> str:
     )
 
 
-def make_client(token: str | None, base_url: str | None, timeout: float) -> OsviClient:
+def make_client(
+    token: str | None, base_url: str | None, timeout: float, *, concurrency: int = 0
+) -> OsviClient:
     """The client for one command; no token is a usage error (exit 2), as is a bad option.
 
     It sends through the `--http-backend` its command was given (`http_backend_option`);
-    "reqwest" without pyreqwest installed is the client's one-line usage error.
+    "reqwest" without pyreqwest installed is the client's one-line usage error. A command
+    running `concurrency` requests at once gets at least that many connections: waiting for
+    a pooled connection eats into each attempt's timeout.
     """
     if not token:
         raise fail("no API token: pass --token or set OSVI_API_TOKEN", EXIT_USAGE)
@@ -212,7 +217,13 @@ def make_client(token: str | None, base_url: str | None, timeout: float) -> Osvi
             EXIT_USAGE,
         )
     try:
-        return OsviClient(token, base_url=base_url, timeout=timeout, http_backend=http_backend())
+        return OsviClient(
+            token,
+            base_url=base_url,
+            timeout=timeout,
+            max_connections=max(DEFAULT_MAX_CONNECTIONS, concurrency),
+            http_backend=http_backend(),
+        )
     except ClientValidationError as error:
         raise error_exit(error) from None
 

@@ -174,7 +174,7 @@ def worker(
     applied one at a time, in publish order. SIGINT or SIGTERM stops it gracefully (calls in
     flight get --grace seconds; exit 130 or 143); a second signal stops it at once.
     """
-    client = make_client(token, base_url, timeout)
+    client = make_client(token, base_url, timeout, concurrency=concurrency)
     redact = Redactor.of(broker_url, token)
 
     def say(text: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from osvi_async import InjectRequest
-from osvi_async.testing import OsviEmulator
+from osvi_async.testing import FaultPlan, OsviEmulator
 from tests.chaos._cli import write_input
 from tests.cli.test_cli import assert_clean, osvi
 
@@ -130,3 +130,16 @@ async def test_serve_bad_values_are_one_line(args: list[str]) -> None:
     assert line.startswith("osvi-async serve: error: ")
     assert line.endswith("(see osvi-async serve --help)")
     assert result.out == ""
+
+
+async def test_bulk_opens_as_many_connections_as_its_concurrency(tmp_path: Path) -> None:
+    """--concurrency 150 is not capped by the client's default 100 connections: with each
+    answer 0.3 s late, the emulator sees more than 100 connections at once, nothing retried."""
+    async with OsviEmulator(fault_plan=FaultPlan(latency_seconds=0.3)) as emulator:
+        sessions = [emulator.create_session() for _ in range(150)]
+        source = tmp_path / "items.jsonl"
+        write_input(source, [InjectRequest(s, f"entry {n}") for n in range(2) for s in sessions])
+        result = await osvi("bulk", str(source), "--concurrency", "150", emulator=emulator)
+        assert result.code == 0, result.err
+        assert emulator.stats.peak_open_connections > 100
+        assert emulator.stats.requests_total == 300

@@ -251,3 +251,27 @@ async def test_resume_keeps_a_last_ok_line_without_its_newline(
     assert osvi_emulator.applied(a) == ("item 0", "item 1", "item 2")
     assert report.read_bytes() == content
     assert_clean(result, osvi_emulator.api_token)
+
+
+async def test_a_held_item_on_resume_names_the_record_it_waits_for(
+    osvi_emulator: OsviEmulator, tmp_path: Path
+) -> None:
+    """On --resume the run's positions are not the records' numbers (done records are
+    skipped): a held item's message names the record it waits for, as waiting_for does."""
+    items, source = _two_sessions(osvi_emulator, tmp_path)
+    second_session = items[1].session_id  # records 1, 3, 5
+    failing = [None, *["engine_error"] * 4]  # record 1 lands, record 3 fails, 5 is held
+    osvi_emulator.fault_plan.script(second_session, failing)
+    report = tmp_path / "report.jsonl"
+    first = await osvi("bulk", str(source), "--report", str(report), emulator=osvi_emulator)
+    assert first.code == 1
+    osvi_emulator.fault_plan.script(second_session, ["engine_error"] * 4)  # 3 fails again
+    second = await osvi(
+        "bulk", str(source), "--report", str(report), "--resume", emulator=osvi_emulator
+    )
+    assert second.code == 1
+    held = last_outcomes(report)[5]
+    assert held["held"] is True
+    assert held["waiting_for"] == 3
+    assert held["error"] == "ItemHeldError"
+    assert "Not sent: item 3 of the same session failed first" in held["message"]
