@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from pyreqwest.response import ResponseBodyReader
 
 _READ_BUFFER: Final = 65_536
-"""How much reqwest buffers ahead of our reads of one answer (after decompression)."""
+"""How much reqwest buffers ahead of our reads of one answer (after decompression): pyreqwest's
+default, or less when the cap is smaller."""
 _TIMEOUT_CACHE_SIZE: Final = 64
 # reqwest's own wording for a failure inside its connect step (TCP, TLS, DNS): nothing sent.
 _CONNECT_STEP: Final = "client error (Connect)"
@@ -204,11 +205,10 @@ class ReqwestTransport:
         builder = client.request(method, url)
         if body is not None:
             builder = builder.body_bytes(body)
-        request = (
-            builder.timeout(self._timedelta(left))
-            .streamed_read_buffer_limit(min(self._max_response_bytes + 1, _READ_BUFFER))
-            .build_streamed()
-        )
+        builder = builder.timeout(self._timeouts.get(left) or self._timedelta(left))
+        if self._max_response_bytes < _READ_BUFFER:  # else pyreqwest's default is ours
+            builder = builder.streamed_read_buffer_limit(self._max_response_bytes + 1)
+        request = builder.build_streamed()
         try:
             async with request as response:
                 status = response.status

@@ -446,3 +446,13 @@ async def test_processes_exit_cleanly_right_after_their_last_request() -> None:
             outcomes += await asyncio.gather(*(one(n) for n in (1, 20, 100, 200)))
     assert [code for code, _ in outcomes] == [0] * 12, outcomes
     assert not any(b"Fatal Python error" in stderr for _, stderr in outcomes)
+
+
+def test_pyreqwest_buffers_no_more_than_we_assume() -> None:
+    """The transport leaves pyreqwest's read-ahead at its default when the cap is larger:
+    that default must stay the 64 KiB it counts on, or an answer could hold more."""
+    from pyreqwest.request import RequestBuilder
+
+    from osvi_async._reqwest import _READ_BUFFER
+
+    assert RequestBuilder.default_streamed_read_buffer_limit() == _READ_BUFFER
