@@ -128,12 +128,12 @@ class AiohttpTransport:
             with Deadline(timeout):
                 async with session.request(
                     method,
-                    self._url(url),
+                    self._urls.get(url) or self._url(url),
                     # aiohttp warns (ResourceWarning) about a bytes body over 1 MiB, which a
                     # context near max_context_bytes makes: such a body goes as a stream.
                     data=body if body is None or len(body) <= _LARGE_BODY else io.BytesIO(body),
                     headers=self._request_headers,
-                    timeout=self._timeout(timeout),
+                    timeout=self._timeouts.get(timeout) or self._timeout(timeout),
                     allow_redirects=False,
                     raise_for_status=False,  # even on a borrowed session: statuses are ours
                 ) as response:
