@@ -62,19 +62,21 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
             )
             for i in range(settings.entries)
         ]
+        retry = RetryPolicy(max_retries=6, initial_delay=0.05, max_delay=1.0)
+        # Made before the banner: a backend that cannot be used is the only line printed.
+        client = OsviClient(
+            emulator.api_token,
+            base_url=emulator.base_url,
+            retry=retry,
+            http_backend=settings.http_backend,
+        )
         console.print(
             f"Emulator at {emulator.base_url}: {settings.sessions} sessions, "
             f"{settings.entries} entries, {settings.engine_error_rate:.0%} engine 502s, "
             f"{settings.unavailable_rate:.0%} 503s, 0-4 ms latency"
         )
-        retry = RetryPolicy(max_retries=6, initial_delay=0.05, max_delay=1.0)
         started = time.monotonic()
-        async with OsviClient(
-            emulator.api_token,
-            base_url=emulator.base_url,
-            retry=retry,
-            http_backend=settings.http_backend,
-        ) as client:
+        async with client:
             accepted: set[int] = set()
 
             def remember(record: Record, outcome: InjectOutcome) -> None:

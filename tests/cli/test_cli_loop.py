@@ -318,6 +318,7 @@ async def test_http_backend_reaches_every_client(
     line = _one_line(result)
     assert line.startswith("error: ")
     assert "pip install 'osvi-async[reqwest]'" in line
+    assert result.out == ""  # nothing before the error either (the demo had its banner)
     assert osvi_emulator.stats.requests_total == 0
     assert osvi_emulator.applied(session) == ()
 
