@@ -341,13 +341,17 @@ def stopped_outcome(item: Item, *, maybe_applied: bool = False) -> InjectOutcome
     return InjectOutcome(item.index, item.request, ok=False, error=error)
 
 
+def held_message(request: AnyRequest, waiting_for: int) -> str:
+    """What an item held behind item `waiting_for` of its session says."""
+    lane = "session" if isinstance(request, InjectRequest) else "customer and agent"
+    return (
+        f"Not sent: item {waiting_for} of the same {lane} failed first, and sending this "
+        f"one would put the {lane}'s entries out of input order; resend it after that item"
+    )
+
+
 def held_outcome(index: int, request: AnyRequest, waiting_for: int) -> InjectOutcome:
     """The outcome of an item not sent because item `waiting_for` of its session failed."""
-    lane = "session" if isinstance(request, InjectRequest) else "customer and agent"
-    error = ItemHeldError(
-        f"Not sent: item {waiting_for} of the same {lane} failed first, and sending this "
-        f"one would put the {lane}'s entries out of input order; resend it after that item",
-        waiting_for=waiting_for,
-    )
+    error = ItemHeldError(held_message(request, waiting_for), waiting_for=waiting_for)
     error.may_have_been_applied = request.may_have_been_applied
     return InjectOutcome(index, request, ok=False, error=error)

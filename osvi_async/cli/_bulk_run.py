@@ -21,6 +21,7 @@ from osvi_async import (
     RunStoppedError,
     refused_for_good,
 )
+from osvi_async._lanes import held_message
 from osvi_async.cli._bulk_io import Record, Request
 from osvi_async.cli._progress import BulkProgress
 from osvi_async.cli._report import ReportState, ReportWriter
@@ -210,11 +211,11 @@ class _Journal:
             waiting_for = (
                 waiting.index if waiting is not None else self._failed_at.get(error.waiting_for)
             )
-            if waiting_for is not None and waiting_for != error.waiting_for:
+            held = outcome.request  # a held item was read: it has its request
+            if waiting_for is not None and waiting_for != error.waiting_for and held is not None:
                 # The run counts positions, the report records (a resume skips done ones):
                 # the message must name the record that waiting_for names.
-                position = f"item {error.waiting_for} of"
-                error.args = (error.message.replace(position, f"item {waiting_for} of", 1),)
+                error.args = (held_message(held, waiting_for),)
         elif not outcome.ok:
             self._failed_at[outcome.index] = record.index
         for_good = error is not None and refused_for_good(error)
