@@ -19,6 +19,7 @@ from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
 from osvi_async._transport import (
     USER_AGENT,
+    PoolState,
     RawResponse,
     closed_client_error,
     closed_while_waiting_error,
@@ -39,7 +40,7 @@ _LARGE_BODY: Final = 2**20
 _NO_TIMER_ROUNDING: Final = 1e9
 
 
-class AiohttpTransport:
+class AiohttpTransport(PoolState):
     """One connection pool and the headers every request carries.
 
     The `ClientSession` is created lazily, on the first request, so that it binds to the event
@@ -49,10 +50,8 @@ class AiohttpTransport:
 
     __slots__ = (
         "_borrowed",
-        "_closed",
         "_headers",
         "_loop",
-        "_max_connections",
         "_max_response_bytes",
         "_request_headers",
         "_session",
@@ -92,15 +91,6 @@ class AiohttpTransport:
         self._closed = False
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._urls: dict[str, URL] = {}
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<AiohttpTransport {state} max_connections={self._max_connections}>"
-
-    @property
-    def closed(self) -> bool:
-        """True once `close()` ran."""
-        return self._closed
 
     @property
     def needs_closing(self) -> bool:

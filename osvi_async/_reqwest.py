@@ -28,6 +28,7 @@ from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
 from osvi_async._transport import (
     USER_AGENT,
+    PoolState,
     RawResponse,
     closed_client_error,
     closed_while_waiting_error,
@@ -63,7 +64,7 @@ _TLS_MARKERS: Final = (
 )
 
 
-class ReqwestTransport:
+class ReqwestTransport(PoolState):
     """One reqwest client (its own pool) and the headers every request carries.
 
     The client is built lazily, on the first request, inside the running loop. Calls take a
@@ -77,12 +78,10 @@ class ReqwestTransport:
 
     __slots__ = (
         "_client",
-        "_closed",
         "_connect_timeout",
         "_headers",
         "_hosts",
         "_loop",
-        "_max_connections",
         "_max_response_bytes",
         "_slots",
         "_timeouts",
@@ -117,15 +116,6 @@ class ReqwestTransport:
         self._closed = False
         self._timeouts: dict[float, timedelta] = {}
         self._hosts: dict[str, str] = {}
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<ReqwestTransport {state} max_connections={self._max_connections}>"
-
-    @property
-    def closed(self) -> bool:
-        """True once `close()` ran."""
-        return self._closed
 
     @property
     def needs_closing(self) -> bool:

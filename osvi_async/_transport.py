@@ -67,6 +67,27 @@ class Transport(Protocol):
         """Close the pool if this transport opened it; safe to call more than once."""
 
 
+class PoolState:
+    """What every transport keeps about its pool: its size, and whether `close()` ran.
+
+    The part the two transports share; each sets both attributes in its `__init__`.
+    """
+
+    __slots__ = ("_closed", "_max_connections")
+
+    _closed: bool
+    _max_connections: int
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {state} max_connections={self._max_connections}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` ran."""
+        return self._closed
+
+
 def open_transport(
     backend: str,
     *,
