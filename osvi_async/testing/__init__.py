@@ -5,6 +5,7 @@ live in the opt-in plugin ``osvi_async.testing.pytest_plugin``. ``python -m osvi
 serves the emulator from the command line. See docs/testing.md.
 """
 
+from osvi_async.testing._capacity import CapacityModel, CapacitySecond, CapacityStats
 from osvi_async.testing._emulator import OsviEmulator, generate_api_token
 from osvi_async.testing._faults import (
     ENDPOINT_NAMES,
@@ -19,6 +20,9 @@ from osvi_async.testing._state import BUCKET_SIZE, EmulatorStats
 __all__ = [
     "BUCKET_SIZE",
     "ENDPOINT_NAMES",
+    "CapacityModel",
+    "CapacitySecond",
+    "CapacityStats",
     "EmulatorStats",
     "FaultDecision",
     "FaultKind",

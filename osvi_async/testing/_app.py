@@ -5,6 +5,10 @@ depends on which answer wins when several apply:
 
 1. Route: unknown path -> 404 ``not_found``; known path, wrong method -> 405. A routed request
    is counted for its endpoint (``OsviEmulator.requests``) whatever happens next.
+   On an endpoint a ``CapacityModel`` covers, auth comes next (401), then the capacity gate:
+   wait for a slot, refused (429 or 503 with ``Retry-After``) when the queue is full, then the
+   service time holding the slot; then the steps below. Such a request runs in its own task, so
+   a client that hangs up does not free its place: it is served, and applied, all the same.
 2. Fault decision (the ``FaultPlan``'s covered endpoints and scripts), then latency.
 3. Reverse-proxy faults (HTML 502/503/504, hang): they happen before the app sees the request.
 4. Auth: ``API-Token`` missing or wrong -> 401 ``unauthorized``.
@@ -33,6 +37,7 @@ from typing import Final, NoReturn
 import attrs
 from aiohttp import web
 
+from osvi_async.testing._capacity import CapacityGate, CapacityModel
 from osvi_async.testing._chat_routes import (
     AgentReply,
     default_agent_reply,
@@ -91,6 +96,18 @@ def _proxy_page(kind: FaultKind) -> web.Response:
     return web.Response(status=status, text=html, content_type="text/html")
 
 
+def _capacity_refusal(gate: CapacityGate) -> web.Response:
+    """The capacity model's refusal: the rate-limit fault's 429, or the proxy's 503 page."""
+    model = gate.model
+    if model.refusal_status == 429:
+        response = error(429, "rate_limited")
+    else:
+        response = _proxy_page(FaultKind.UNAVAILABLE)
+    if model.retry_after is not None:
+        response.headers["Retry-After"] = str(model.retry_after)
+    return response
+
+
 @attrs.frozen
 class _Route:
     endpoint: str
@@ -107,6 +124,7 @@ class EmulatorApp:
         observations: Counters and logs that tests read.
         fault_plan: Read once per request, so a plan swapped mid-request does not split it.
         agent_reply: The emulated agent, ``(session_id, content) -> reply``; can be replaced.
+        capacity: The running capacity model, or None; replaced whole when a model is assigned.
         stopping: Set when the emulator stops; releases hanging requests.
     """
 
@@ -115,7 +133,10 @@ class EmulatorApp:
     observations: Observations
     fault_plan: FaultPlan
     agent_reply: AgentReply = default_agent_reply
+    capacity: CapacityGate | None = None
     stopping: asyncio.Event = attrs.field(factory=asyncio.Event)
+    _detached: set[asyncio.Task[web.StreamResponse]] = attrs.field(factory=set)
+    _retired: list[CapacityGate] = attrs.field(factory=list)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request, counting it while it is in flight."""
@@ -132,6 +153,65 @@ class EmulatorApp:
         self.observations.endpoint_request(route.endpoint)
         if route.endpoint == "inject_context" and route.session_id is not None:
             self.observations.inject_request(route.session_id)
+        gate = self.capacity
+        if gate is not None and gate.covers(route.endpoint):
+            if not self._authorised(request):
+                return error(401, "unauthorized")
+            # The body is read (and kept by aiohttp) before queueing, as a proxy buffers it,
+            # so a request whose client hangs up while it waits can still be applied.
+            await request.read()
+            # Shielded: a client that hangs up leaves the server working on its request.
+            work = asyncio.ensure_future(self._through_capacity(request, route, gate))
+            self._detached.add(work)
+            work.add_done_callback(self._forget)
+            return await asyncio.shield(work)
+        return await self._handle(request, route)
+
+    def _forget(self, work: asyncio.Task[web.StreamResponse]) -> None:
+        self._detached.discard(work)
+        if not work.cancelled():
+            work.exception()  # a detached request's failure (its client is gone) is not an error
+
+    def use_capacity(self, model: CapacityModel | None) -> None:
+        """Run ``model`` from now on, with a fresh state; requests already at the old gate stay."""
+        if self.capacity is not None:
+            self._retired.append(self.capacity)
+        self.capacity = None if model is None else CapacityGate(model)
+
+    def release(self) -> None:
+        """Release hanging, waiting and served requests: the emulator is stopping."""
+        self.stopping.set()
+        for gate in [*self._retired, self.capacity]:
+            if gate is not None:
+                gate.close()
+
+    async def cancel_detached(self) -> None:
+        """Cancel what is left of requests whose client hung up (after the server closed)."""
+        for work in list(self._detached):
+            work.cancel()
+        await asyncio.gather(*self._detached, return_exceptions=True)
+
+    async def _through_capacity(
+        self, request: web.BaseRequest, route: _Route, gate: CapacityGate
+    ) -> web.StreamResponse:
+        """Wait for a slot (or be refused), hold it for the service time, then be handled."""
+        admission = await gate.acquire()
+        if admission == "refused":
+            return _capacity_refusal(gate)
+        if admission == "admitted":
+            try:
+                async with asyncio.timeout(gate.service_seconds()):
+                    await self.stopping.wait()
+                admission = "closed"
+            except TimeoutError:
+                pass
+            finally:
+                gate.release()
+        if admission == "closed":
+            await self._drop(request)
+        return await self._handle(request, route)
+
+    async def _handle(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
         plan = self.fault_plan
         decision = plan.decide(route.session_id, route.endpoint)
         kind = decision.kind

@@ -19,6 +19,7 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from osvi_async.testing._app import EmulatorApp
+from osvi_async.testing._capacity import CapacityModel, CapacityStats
 from osvi_async.testing._chat_routes import AgentReply, default_agent_reply
 from osvi_async.testing._faults import ENDPOINT_NAMES, FaultPlan
 from osvi_async.testing._state import EmulatorStats, Observations, SessionStore
@@ -116,6 +117,8 @@ class OsviEmulator:
         agent_reply: The emulated agent, a callable ``(session_id, content) -> reply``; for
             ``tell``, ``content`` is the operator's guidance. Can be replaced while running
             (the ``agent_reply`` attribute).
+        capacity: How much the API serves at once (see ``CapacityModel``); unlimited when
+            None. Can be replaced while running.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class OsviEmulator:
         port: int = 0,
         fault_plan: FaultPlan | None = None,
         agent_reply: AgentReply | None = None,
+        capacity: CapacityModel | None = None,
     ) -> None:
         token = generate_api_token() if api_token is None else api_token
         if not token or token != token.strip() or not token.isprintable():
@@ -138,6 +142,7 @@ class OsviEmulator:
         self._app: EmulatorApp | None = None
         self._initial_plan = fault_plan if fault_plan is not None else FaultPlan()
         self._agent_reply = default_agent_reply if agent_reply is None else agent_reply
+        self._capacity = capacity
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
         self._stopped = False
@@ -186,6 +191,33 @@ class OsviEmulator:
         if self._app is not None:
             self._app.agent_reply = agent_reply
 
+    @property
+    def capacity(self) -> CapacityModel | None:
+        """How much the API serves at once; None for no limit.
+
+        Assign a model to change it, even while running: the new one starts from a fresh state
+        (its clock starts at its own first request, its stats at zero). Requests already
+        waiting or in service under the old model finish under it.
+        """
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, model: CapacityModel | None) -> None:
+        self._capacity = model
+        if self._app is not None:
+            self._app.use_capacity(model)
+
+    def capacity_stats(self) -> CapacityStats:
+        """What the current capacity model did: served, refused, peaks, a per-second timeline.
+
+        Zeros and an empty timeline before the model's first request, and without a model.
+        """
+        gate = self._app.capacity if self._app is not None else None
+        if gate is not None:
+            return gate.stats()
+        limit = 0 if self._capacity is None else self._capacity.limit
+        return CapacityStats(limit=limit)
+
     async def start(self) -> None:
         """Bind the socket and start answering. Raises RuntimeError if called twice."""
         if self._runner is not None or self._stopped:
@@ -197,6 +229,7 @@ class OsviEmulator:
             fault_plan=self._initial_plan,
             agent_reply=self._agent_reply,
         )
+        self._app.use_capacity(self._capacity)
         # No access log: the emulator should not write request lines into the user's test logs.
         server = _CountingServer(self._app, self._observations, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
@@ -214,10 +247,12 @@ class OsviEmulator:
         """Release hanging requests, close every connection and the socket. Idempotent."""
         self._stopped = True
         if self._app is not None:
-            self._app.stopping.set()
+            self._app.release()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        if self._app is not None:
+            await self._app.cancel_detached()
 
     async def __aenter__(self) -> Self:
         await self.start()

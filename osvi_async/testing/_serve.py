@@ -20,6 +20,7 @@ from typing import Final, NoReturn
 from osvi_async._loop import run
 from osvi_async._validation import check_api_token
 from osvi_async.errors import ClientValidationError
+from osvi_async.testing._capacity import REFUSAL_STATUSES, CapacityModel
 from osvi_async.testing._emulator import DEFAULT_HOST, OsviEmulator
 from osvi_async.testing._faults import ENDPOINT_NAMES, FaultKind, FaultPlan
 
@@ -39,6 +40,7 @@ async def serve(
     plan: FaultPlan | None = None,
     *,
     on_ready: Callable[[OsviEmulator], None] | None = None,
+    capacity: CapacityModel | None = None,
 ) -> None:
     """Serve the emulator until SIGINT or SIGTERM arrives (or this coroutine is cancelled).
 
@@ -48,6 +50,7 @@ async def serve(
         token: The API token to accept; a generated 16-character one when None.
         plan: Failures to inject; none when None.
         on_ready: Called once the socket is listening, with the running emulator.
+        capacity: How much the API serves at once; no limit when None.
 
     Raises:
         OSError: The address could not be bound.
@@ -62,7 +65,10 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
             installed.append(signum)
     try:
-        async with OsviEmulator(api_token=token, host=host, port=port, fault_plan=plan) as emu:
+        emulator = OsviEmulator(
+            api_token=token, host=host, port=port, fault_plan=plan, capacity=capacity
+        )
+        async with emulator as emu:
             if on_ready is not None:
                 on_ready(emu)
             await stop.wait()
@@ -112,6 +118,38 @@ def _token(text: str) -> str:
         return check_api_token(text, env_var="OSVI_API_TOKEN")
     except ClientValidationError as exc:
         raise argparse.ArgumentTypeError(str(exc).replace("api_token", "the token")) from None
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _schedule(text: str) -> tuple[tuple[float, int], ...]:
+    """``"T:N,T:N"``: at T seconds after the first request, the limit becomes N."""
+    steps: list[tuple[float, int]] = []
+    for step in text.split(","):
+        at, sep, limit = step.partition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected T:N pairs like 10:4,20:8, got {text!r}")
+        steps.append((_non_negative(at.strip()), _positive_int(limit.strip())))
+    return tuple(steps)
 
 
 def _port(text: str) -> int:
@@ -165,7 +203,84 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--seed", type=int, help="seed for the failures (default: random)")
+    capacity = parser.add_argument_group(
+        "capacity model", "serve at most N inject_context requests at once (docs/testing.md)"
+    )
+    capacity.add_argument(
+        "--capacity", type=_positive_int, metavar="N", help="requests served at once (no limit)"
+    )
+    capacity.add_argument(
+        "--service-time",
+        type=_finite,
+        default=0.05,
+        metavar="S",
+        help="seconds each request is served (%(default)s)",
+    )
+    capacity.add_argument(
+        "--jitter",
+        type=_finite,
+        default=0.0,
+        metavar="F",
+        help="service times vary uniformly by this share, in [0, 1) (%(default)s)",
+    )
+    capacity.add_argument(
+        "--queue-limit",
+        type=_non_negative_int,
+        default=0,
+        metavar="Q",
+        help="requests that may wait for a slot; beyond, refused (%(default)s)",
+    )
+    capacity.add_argument(
+        "--refusal-status",
+        type=int,
+        choices=REFUSAL_STATUSES,
+        default=429,
+        help="429 (JSON, Retry-After) or 503 (HTML, Retry-After) (%(default)s)",
+    )
+    capacity.add_argument(
+        "--capacity-schedule",
+        type=_schedule,
+        default=(),
+        metavar="T:N,...",
+        help="at T seconds after the first request the limit becomes N, e.g. 10:4,20:16",
+    )
     return parser
+
+
+_CAPACITY_OPTIONS: Final = {
+    "service_time": "--service-time",
+    "jitter": "--jitter",
+    "queue_limit": "--queue-limit",
+    "refusal_status": "--refusal-status",
+    "capacity_schedule": "--capacity-schedule",
+}
+
+
+def _capacity(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CapacityModel | None:
+    """The model the capacity options describe; a usage error when they do not make one."""
+    if args.capacity is None:
+        given = [
+            flag
+            for name, flag in _CAPACITY_OPTIONS.items()
+            if args.__dict__[name] != parser.get_default(name)
+        ]
+        if given:
+            parser.error(f"{given[0]} needs --capacity")
+        return None
+    try:
+        return CapacityModel(
+            limit=args.capacity,
+            service_time=args.service_time,
+            jitter=args.jitter,
+            queue_limit=args.queue_limit,
+            refusal_status=args.refusal_status,
+            schedule=args.capacity_schedule,
+        )
+    except ValueError as exc:
+        message = str(exc)
+        for field, flag in (("service_time", "--service-time"), ("jitter", "--jitter")):
+            message = message.replace(field, flag)
+        parser.error(message.replace("schedule", "--capacity-schedule"))
 
 
 def main(
@@ -178,7 +293,9 @@ def main(
     command name that usage and ``--help`` show. `event_loop`: "auto" (uvloop when
     installed), "asyncio" or "uvloop"; None reads ``$OSVI_EVENT_LOOP`` (see ``_loop.run``).
     """
-    args = _parser(prog).parse_args(argv)
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
+    capacity = _capacity(parser, args)
     plan = FaultPlan(
         seed=args.seed,
         latency=1.0 if args.latency_ms > 0 else 0.0,
@@ -192,10 +309,13 @@ def main(
         note = " (generated demo token)" if generated else ""
         print(f"OSVI emulator listening on {emu.base_url}", flush=True)
         print(f"API token: {emu.api_token}{note}", flush=True)
+        if capacity is not None:
+            print(f"Capacity: {_describe(capacity)}", flush=True)
         print("Stop with Ctrl+C or SIGTERM.", flush=True)
 
     try:
-        run(serve(args.host, args.port, args.token, plan, on_ready=announce), event_loop=event_loop)
+        server = serve(args.host, args.port, args.token, plan, on_ready=announce, capacity=capacity)
+        run(server, event_loop=event_loop)
     except ClientValidationError as exc:  # an unknown loop, or uvloop asked for and missing
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -203,3 +323,14 @@ def main(
         print(f"cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _describe(model: CapacityModel) -> str:
+    """One line for the announcement: what a client will meet."""
+    text = (
+        f"{model.limit} at once, {model.service_time * 1000:g} ms each"
+        f" (+/-{model.jitter:.0%}), queue {model.queue_limit}, then {model.refusal_status}"
+    )
+    if model.schedule:
+        text += ", schedule " + ", ".join(f"{at:g}s:{limit}" for at, limit in model.schedule)
+    return text
