@@ -42,12 +42,14 @@ from typing import Final, Self, cast
 
 import attrs
 
+from osvi_async._adaptive import AdaptiveConcurrency
 from osvi_async._addressing import AddressWindow
 from osvi_async._call import AttemptGate, call
 from osvi_async._config import RetryPolicy
 from osvi_async._endpoints import INJECT_CONTEXT
 from osvi_async._flow import FlowControl
 from osvi_async._lanes import (
+    AdaptiveItemGate,
     InjectItem,
     Item,
     ItemGate,
@@ -103,6 +105,7 @@ class _Engine:
         flow: FlowControl,
         hold_on_failure: bool = True,
         on_send: OnSend | None = None,
+        adaptive: AdaptiveConcurrency | None = None,
     ) -> None:
         self._transport = transport
         self._url_for = url_for
@@ -127,6 +130,9 @@ class _Engine:
         self.flow = flow
         self._hold = hold_on_failure
         self._on_send = on_send
+        # With concurrency="auto": `concurrency` workers, of which the adaptive limit lets
+        # only so many attempts be on the wire at once.
+        self.adaptive = adaptive
         # A lane per session with an item in flight or ready: the items waiting behind it,
         # or None while there are none (most sessions never need a deque).
         self._lanes: dict[str, deque[Item] | None] = {}
@@ -187,7 +193,13 @@ class _Engine:
             not_sent=len(self._stopped) - interrupted,
             interrupted=interrupted,
             elapsed=end - self._started if self._started else 0.0,
+            concurrency_limit=self.concurrency_limit,
         )
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Attempts allowed in flight now: the adaptive limit, or the fixed concurrency."""
+        return self._concurrency if self.adaptive is None else self.adaptive.limit
 
     async def run(self) -> AsyncGenerator[InjectOutcome, None]:
         """Start the tasks and yield outcomes as they finish; clean up however it ends."""
@@ -496,7 +508,11 @@ class _Engine:
 
     async def _work(self) -> None:
         # One gate per worker, pointed at the item being sent: no gate object per item.
-        gate = ItemGate(self.flow, self._signal, self._on_send)
+        gate = (
+            ItemGate(self.flow, self._signal, self._on_send)
+            if self.adaptive is None
+            else AdaptiveItemGate(self.flow, self._signal, self._on_send, self.adaptive)
+        )
         ready, in_flight = self._ready, self._in_flight
         transport, timeout, policy = self._transport, self._timeout, self._policy
         while True:
@@ -723,3 +739,9 @@ class BulkRun:
     def circuit_state(self) -> str:
         """The run's circuit breaker: "closed", "open" or "half-open"."""
         return self._engine.flow.circuit_state
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Attempts allowed in flight now: with `concurrency="auto"` the adaptive limit, as
+        it moves; otherwise the fixed `concurrency`."""
+        return self._engine.concurrency_limit

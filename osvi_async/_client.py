@@ -7,11 +7,12 @@ import time
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import attrs
 
+from osvi_async._adaptive import DEFAULT_MAX_CONCURRENCY, AdaptiveConcurrency
 from osvi_async._bulk import BulkRun, InjectItem, _Engine
 from osvi_async._call import AttemptGate, call
 from osvi_async._config import (
@@ -690,7 +691,8 @@ class OsviClient:
         self,
         items: Iterable[InjectItem] | AsyncIterable[InjectItem],
         *,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | Literal["auto"] = DEFAULT_CONCURRENCY,
+        max_concurrency: int | None = None,
         rate_limit: float | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
@@ -714,7 +716,9 @@ class OsviClient:
           refusal ...), the later items of its session are *held*: not sent, yielded with
           `ItemHeldError(waiting_for=<its index>)`, so that resending them after it keeps the
           session in input order (`hold_on_failure=False` sends them anyway);
-        - at most `concurrency` requests in flight, and at most `max_pending` items pulled
+        - at most `concurrency` requests in flight (with `"auto"`, a limit learned from the
+          API's latency and refusals, never above `max_concurrency`; see docs/bulk.md), and
+          at most `max_pending` items pulled
           from the input and not yet handed to you, so memory does not grow with the input
           (a generator of millions of items is fine);
         - retries are rationed by `retry_budget` and paused by `circuit_breaker` when the API
@@ -733,7 +737,12 @@ class OsviClient:
                 client's session cache, with this run's timeout and retry policy) or
                 `(session_id, context)` tuples, from an iterable or an async iterable; pulled
                 lazily.
-            concurrency: Most requests in flight at once (and worker tasks).
+            concurrency: Most requests in flight at once (and worker tasks), or `"auto"`: the
+                limit starts at 8 and adapts to what the API serves without queueing or
+                refusing, between 1 and `max_concurrency`; `run.concurrency_limit` and
+                `summary.concurrency_limit` show it.
+            max_concurrency: With `concurrency="auto"`, the most requests in flight the limit
+                may reach; default 256. The client's `max_connections` caps it too.
             rate_limit: Most attempts started per second across the run, or None.
             timeout: Seconds per HTTP attempt; defaults to the client's.
             retry: Retry policy per item; defaults to the client's.
@@ -758,7 +767,24 @@ class OsviClient:
         """
         if self._transport.closed:
             raise closed_client_error()
-        concurrency = check_positive_int("concurrency", concurrency)
+        adaptive: AdaptiveConcurrency | None = None
+        if concurrency == "auto":
+            concurrency = (
+                DEFAULT_MAX_CONCURRENCY
+                if max_concurrency is None
+                else check_positive_int("max_concurrency", max_concurrency)
+            )
+            adaptive = AdaptiveConcurrency(concurrency)
+        else:
+            given: object = concurrency  # any str but "auto" gets its own message
+            if isinstance(given, str):
+                raise ClientValidationError(f'concurrency must be an int or "auto", got {given!r}')
+            concurrency = check_positive_int("concurrency", concurrency)
+            if max_concurrency is not None:
+                raise ClientValidationError(
+                    'max_concurrency applies only to concurrency="auto"; '
+                    f"got concurrency={concurrency!r}"
+                )
         if max_pending is None:
             max_pending = max(256, 4 * concurrency)
         max_pending = check_positive_int("max_pending", max_pending)
@@ -790,6 +816,7 @@ class OsviClient:
             ),
             hold_on_failure=hold_on_failure,
             on_send=on_send,
+            adaptive=adaptive,
         )
         return BulkRun(engine)
 

@@ -10,10 +10,12 @@ of the item's session.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import attrs
 
+from osvi_async._adaptive import AdaptiveConcurrency
 from osvi_async._flow import FlowControl
 from osvi_async._retry import may_have_been_applied
 from osvi_async._validation import (
@@ -283,6 +285,71 @@ class ItemGate:
         if self._signal.stopping:
             raise _stop_error()
         return self._flow.allow_retry()
+
+
+class AdaptiveItemGate(ItemGate):
+    """An `ItemGate` for `concurrency="auto"`: each attempt also takes one of the run's
+    adaptive slots before it goes out, and reports how it ended so the limit can adapt.
+
+    The slot is taken after the flow-control wait (circuit, rate limit) and before the
+    `on_send` hook, so the hook still runs right before the attempt goes out; it is held only
+    while the attempt is on the wire, never during a backoff.
+    """
+
+    __slots__ = ("_adaptive", "_sent_at")
+
+    def __init__(
+        self,
+        flow: FlowControl,
+        signal: StopSignal,
+        on_send: OnSend | None,
+        adaptive: AdaptiveConcurrency,
+    ) -> None:
+        super().__init__(flow, signal, on_send)
+        self._adaptive = adaptive
+        self._sent_at: float | None = None  # when the attempt holding a slot took it
+
+    def ready(self, number: int) -> bool:
+        if self._signal.stopping or not self._flow.ready(number):
+            return False
+        if not self._adaptive.slots.try_take():
+            return False
+        self._holding(number)
+        return True
+
+    async def wait(self, number: int) -> None:
+        await self._signal.interruptible(self._flow.wait(number))
+        await self._signal.interruptible(self._adaptive.slots.take())
+        self._holding(number)
+
+    def _holding(self, number: int) -> None:
+        """A slot is taken: tell the hook, mark the item on the wire."""
+        self._sent_at = time.monotonic()
+        if number == 1 and self._on_send is not None:
+            try:
+                self._tell_on_send()
+            except BaseException:
+                self._sent_at = None  # nothing goes out: the slot is free again
+                self._adaptive.slots.give_back()
+                raise
+        item = self.item
+        item.attempts_started = number
+        item.on_the_wire = True
+
+    def after_attempt(self, error: OsviError | None, *, outage: bool) -> None:
+        super().after_attempt(error, outage=outage)
+        self._release(error)
+
+    def attempt_abandoned(self) -> None:
+        super().attempt_abandoned()
+        if self._sent_at is not None:
+            self._sent_at = None
+            self._adaptive.slots.give_back()  # cancelled or unsent: no answer to learn from
+
+    def _release(self, error: OsviError | None) -> None:
+        sent_at, self._sent_at = self._sent_at, None
+        if sent_at is not None:
+            self._adaptive.attempt_ended(sent_at, error)
 
 
 class LookupGate:

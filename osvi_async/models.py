@@ -259,6 +259,9 @@ class BulkSummary:
         elapsed: Seconds since the run started (until it stopped).
         held: Items not sent because an earlier item of their session failed in a way a
             later attempt could fix (`ItemHeldError`); certainly not applied by this run.
+        concurrency_limit: Attempts allowed in flight: with `concurrency="auto"`, the
+            adaptive limit at the time of the summary (at the end, the one it settled on);
+            otherwise the fixed `concurrency`. 0 when not known (a summary built by hand).
     """
 
     items: int
@@ -272,6 +275,7 @@ class BulkSummary:
     interrupted: int
     elapsed: float
     held: int = 0
+    concurrency_limit: int = 0
 
     @property
     def throughput(self) -> float:
