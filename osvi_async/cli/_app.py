@@ -439,8 +439,14 @@ def serve(args: tuple[str, ...]) -> None:
     show_default=True,
 )
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests the emulator serves at once (5 ms each, a queue as deep, then 429).",
+)
 @http_backend_option
-def demo(sessions: int, entries: int, concurrency: int, seed: int) -> None:
+def demo(sessions: int, entries: int, concurrency: int, seed: int, capacity: int | None) -> None:
     """Bulk-inject into the embedded emulator under faults, then verify every entry."""
     console = Console()
     settings = DemoSettings(
@@ -449,6 +455,7 @@ def demo(sessions: int, entries: int, concurrency: int, seed: int) -> None:
         concurrency=concurrency,
         seed=seed,
         http_backend=http_backend(),
+        capacity=capacity,
     )
     try:
         verified = run_coroutine(run_demo(settings, console))

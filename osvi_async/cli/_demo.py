@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Final
 
 import attrs
 from rich.console import Console
@@ -21,7 +22,10 @@ from osvi_async.cli._bulk_io import Record
 from osvi_async.cli._bulk_run import BulkCounts, run_bulk
 from osvi_async.cli._progress import BulkProgress
 from osvi_async.models import InjectRequest
-from osvi_async.testing import FaultKind, FaultPlan, OsviEmulator
+from osvi_async.testing import CapacityModel, FaultKind, FaultPlan, OsviEmulator
+
+DEMO_SERVICE_TIME_SECONDS: Final = 0.005
+"""Service time of the demo's capacity model: 5 ms (+/-50%), so N slots serve ~200*N items/s."""
 
 
 @attrs.frozen
@@ -35,6 +39,21 @@ class DemoSettings:
     unavailable_rate: float = 0.01
     seed: int = 42
     http_backend: HttpBackend = "aiohttp"
+    capacity: int | None = None
+    """Requests the emulator serves at once (a ``CapacityModel``); no limit when None."""
+
+
+def demo_capacity(settings: DemoSettings) -> CapacityModel | None:
+    """The demo's capacity model: N slots, a queue as deep, 429 with Retry-After beyond."""
+    if settings.capacity is None:
+        return None
+    return CapacityModel(
+        limit=settings.capacity,
+        service_time=DEMO_SERVICE_TIME_SECONDS,
+        jitter=0.5,
+        queue_limit=settings.capacity,
+        seed=settings.seed,
+    )
 
 
 async def run_demo(settings: DemoSettings, console: Console) -> bool:
@@ -46,7 +65,8 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
         latency=1.0,
         latency_seconds=(0.0, 0.004),
     )
-    async with OsviEmulator(fault_plan=plan) as emulator:
+    capacity = demo_capacity(settings)
+    async with OsviEmulator(fault_plan=plan, capacity=capacity) as emulator:
         session_ids = [
             emulator.create_session(customer_id=f"demo-customer-{n}")
             for n in range(settings.sessions)
@@ -74,6 +94,11 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
             f"Emulator at {emulator.base_url}: {settings.sessions} sessions, "
             f"{settings.entries} entries, {settings.engine_error_rate:.0%} engine 502s, "
             f"{settings.unavailable_rate:.0%} 503s, 0-4 ms latency"
+            + (
+                ""
+                if capacity is None
+                else f", capacity {capacity.limit} at once (queue {capacity.queue_limit})"
+            )
         )
         started = time.monotonic()
         async with client:
@@ -101,6 +126,7 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
         elapsed = time.monotonic() - started
         problems = verify(emulator, records, accepted)
         stats = emulator.stats
+        capacity_stats = emulator.capacity_stats()
     loop = event_loop_name()
     table = Table(title="osvi-async demo", show_header=False)
     table.add_row("items", str(settings.entries))
@@ -112,6 +138,12 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
     table.add_row("elapsed", f"{elapsed:.2f} s")
     table.add_row("throughput", f"{settings.entries / elapsed:,.0f} items/s")
     table.add_row("peak requests in flight", str(stats.peak_in_flight))
+    if capacity is not None:
+        table.add_row(
+            "capacity: served / refused",
+            f"{capacity_stats.served} / {capacity_stats.refused} "
+            f"(limit {capacity.limit}, peak {capacity_stats.peak_in_service} in service)",
+        )
     # What the throughput was measured on.
     table.add_row("event loop / HTTP backend", f"{loop} / {settings.http_backend}")
     verdict = "[green]OK[/]: every accepted entry landed exactly once, in order"
