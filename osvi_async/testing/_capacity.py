@@ -29,34 +29,28 @@ Admission = Literal["admitted", "refused", "closed"]
 """What the gate did with a request: a slot, a refusal, or none because the emulator stops."""
 
 
-def _check_limit(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+def _is_int_at_least(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _check_service_time(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"service_time must be a finite number of seconds > 0, got {value!r}")
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
 
 
-def _check_jitter(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
-        raise ValueError(f"jitter must be within [0, 1), got {value!r}")
-
-
-def _check_queue_limit(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"queue_limit must be an integer >= 0, got {value!r}")
-
-
-def _check_status(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value not in REFUSAL_STATUSES:
-        raise ValueError(f"refusal_status must be 429 or 503, got {value!r}")
-
-
-def _check_retry_after(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"retry_after must be None or an integer >= 0, got {value!r}")
+def _check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Every field's range, with a message that names the field and the rule."""
+    name = attribute.name
+    rules: dict[str, tuple[bool, str]] = {
+        "limit": (_is_int_at_least(value, 1), "an integer >= 1"),
+        "service_time": (_is_seconds(value) and value > 0, "a finite number of seconds > 0"),
+        "jitter": (isinstance(value, int | float) and 0 <= value < 1, "within [0, 1)"),
+        "queue_limit": (_is_int_at_least(value, 0), "an integer >= 0"),
+        "refusal_status": (value in REFUSAL_STATUSES, "429 or 503"),
+        "retry_after": (value is None or _is_int_at_least(value, 0), "None or an integer >= 0"),
+    }
+    valid, rule = rules[name]
+    if not valid:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
 def _to_schedule(value: Iterable[tuple[float, int]]) -> tuple[tuple[float, int], ...]:
@@ -68,13 +62,13 @@ def _check_schedule(
     attribute: attrs.Attribute[tuple[tuple[float, int], ...]],
     value: tuple[tuple[float, int], ...],
 ) -> None:
-    previous = -1.0
+    previous: float | None = None
     for at, limit in value:
-        if not (isinstance(at, int | float) and math.isfinite(at) and at > previous):
+        if not _is_seconds(at) or (previous is not None and at <= previous):
             raise ValueError(
                 f"schedule times must be finite seconds >= 0 in ascending order, got {value!r}"
             )
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if not _is_int_at_least(limit, 1):
             raise ValueError(f"schedule limits must be integers >= 1, got {value!r}")
         previous = at
 
@@ -111,12 +105,12 @@ class CapacityModel:
         ValueError: A field is out of range.
     """
 
-    limit: int = attrs.field(validator=_check_limit)
-    service_time: float = attrs.field(default=0.05, validator=_check_service_time)
-    jitter: float = attrs.field(default=0.0, validator=_check_jitter)
-    queue_limit: int = attrs.field(default=0, validator=_check_queue_limit)
-    refusal_status: int = attrs.field(default=429, validator=_check_status)
-    retry_after: int | None = attrs.field(default=1, validator=_check_retry_after)
+    limit: int = attrs.field(validator=_check)
+    service_time: float = attrs.field(default=0.05, validator=_check)
+    jitter: float = attrs.field(default=0.0, validator=_check)
+    queue_limit: int = attrs.field(default=0, validator=_check)
+    refusal_status: int = attrs.field(default=429, validator=_check)
+    retry_after: int | None = attrs.field(default=1, validator=_check)
     schedule: tuple[tuple[float, int], ...] = attrs.field(
         default=(), converter=_to_schedule, validator=_check_schedule
     )
@@ -204,6 +198,7 @@ class CapacityGate:
         self._closed = False
         self._served = self._refused = 0
         self._peaks = [0, 0, 0]  # in service, waiting, concurrent
+        self._concurrent = 0  # in service plus waiting, as of the last event
         self._seconds: dict[int, _Second] = {}
 
     def covers(self, endpoint: str) -> bool:
@@ -302,10 +297,7 @@ class CapacityGate:
         loop = self._loop = asyncio.get_running_loop()
         self._started = loop.time()
         for at, _ in self.model.schedule:
-            self._timers.append(loop.call_at(self._started + at, self._on_step))
-
-    def _on_step(self) -> None:
-        self._hand_over()
+            self._timers.append(loop.call_at(self._started + at, self._hand_over))
 
     def _hand_over(self) -> None:
         """Refresh the limit from the schedule and start waiters while slots are free."""
@@ -325,10 +317,6 @@ class CapacityGate:
         assert self._loop is not None
         return self._loop.time()
 
-    def _second(self) -> int:
-        assert self._started is not None
-        return int(self._clock() - self._started)
-
     def _note(self, *, served: int = 0, refused: int = 0) -> None:
         """Record an event in the current second and in the peaks."""
         if self._started is None:
@@ -340,13 +328,11 @@ class CapacityGate:
             max(self._peaks[1], waiting),
             max(self._peaks[2], concurrent),
         ]
-        second = self._second()
+        second = int(self._clock() - self._started)
         entry = self._seconds.get(second)
-        if entry is None:
-            previous = max((s for s in self._seconds if s < second), default=None)
-            carried = 0 if previous is None else self._seconds[previous].last
-            entry = self._seconds[second] = _Second(peak=carried)
+        if entry is None:  # a new second starts with what was there when the last one ended
+            entry = self._seconds[second] = _Second(peak=self._concurrent)
         entry.served += served
         entry.refused += refused
         entry.peak = max(entry.peak, concurrent)
-        entry.last = concurrent
+        entry.last = self._concurrent = concurrent

@@ -25,7 +25,7 @@ from osvi_async.testing._capacity import CapacityGate
         ({"refusal_status": 500}, "refusal_status must be 429 or 503"),
         ({"retry_after": -1}, "retry_after must be None or an integer >= 0"),
         ({"schedule": ((2.0, 3), (1.0, 4))}, "schedule times must be finite seconds >= 0"),
-        ({"schedule": ((-1.0, 3),)}, "schedule times must be finite seconds >= 0"),
+        ({"schedule": ((-0.5, 3),)}, "schedule times must be finite seconds >= 0"),
         ({"schedule": ((1.0, 0),)}, "schedule limits must be integers >= 1"),
         ({"endpoints": {"inbox"}}, "endpoints must be a non-empty set of"),
         ({"endpoints": ()}, "endpoints must be a non-empty set of"),
