@@ -37,7 +37,7 @@ from typing import Final, NoReturn
 import attrs
 from aiohttp import web
 
-from osvi_async.testing._capacity import CapacityGate, CapacityModel
+from osvi_async.testing._capacity import Admission, CapacityGate, CapacityModel
 from osvi_async.testing._chat_routes import (
     AgentReply,
     default_agent_reply,
@@ -160,11 +160,18 @@ class EmulatorApp:
             # The body is read (and kept by aiohttp) before queueing, as a proxy buffers it,
             # so a request whose client hangs up while it waits can still be applied.
             await request.read()
-            # Shielded: a client that hangs up leaves the server working on its request.
-            work = asyncio.ensure_future(self._through_capacity(request, route, gate))
+            # Shielded: a client that hangs up while its request waits or is served leaves the
+            # server working on it; after that, hanging up cancels it as on other endpoints.
+            past_gate = asyncio.Event()
+            work = asyncio.ensure_future(self._through_capacity(request, route, gate, past_gate))
             self._detached.add(work)
             work.add_done_callback(self._forget)
-            return await asyncio.shield(work)
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if past_gate.is_set():
+                    work.cancel()
+                raise
         return await self._handle(request, route)
 
     def _forget(self, work: asyncio.Task[web.StreamResponse]) -> None:
@@ -192,24 +199,31 @@ class EmulatorApp:
         await asyncio.gather(*self._detached, return_exceptions=True)
 
     async def _through_capacity(
-        self, request: web.BaseRequest, route: _Route, gate: CapacityGate
+        self, request: web.BaseRequest, route: _Route, gate: CapacityGate, past_gate: asyncio.Event
     ) -> web.StreamResponse:
         """Wait for a slot (or be refused), hold it for the service time, then be handled."""
-        admission = await gate.acquire()
+        try:
+            admission = await self._pass_gate(gate)
+        finally:
+            past_gate.set()
         if admission == "refused":
             return _capacity_refusal(gate)
-        if admission == "admitted":
-            try:
-                async with asyncio.timeout(gate.service_seconds()):
-                    await self.stopping.wait()
-                admission = "closed"
-            except TimeoutError:
-                pass
-            finally:
-                gate.release()
         if admission == "closed":
             await self._drop(request)
         return await self._handle(request, route)
+
+    async def _pass_gate(self, gate: CapacityGate) -> Admission:
+        admission = await gate.acquire()
+        if admission != "admitted":
+            return admission
+        try:
+            async with asyncio.timeout(gate.service_seconds()):
+                await self.stopping.wait()
+        except TimeoutError:
+            return "admitted"
+        finally:
+            gate.release()
+        return "closed"
 
     async def _handle(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
         plan = self.fault_plan
@@ -276,8 +290,11 @@ class EmulatorApp:
         hangs up mid-request, so nothing is written and nothing is logged as an error.
         """
         transport = request.transport
-        if transport is not None:
-            transport.close()
+        if transport is None:
+            # The client already left: nobody will cancel this, the request simply ends. (It
+            # happens to a request served after its client hung up, see CapacityModel.)
+            raise asyncio.CancelledError
+        transport.close()
         await asyncio.get_running_loop().create_future()
         raise AssertionError("unreachable: the handler is cancelled once the transport closes")
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from osvi_async.testing import CapacityModel, CapacityStats, FaultPlan, OsviEmulator
+from osvi_async.testing import CapacityModel, CapacityStats, FaultKind, FaultPlan, OsviEmulator
 from tests.testing.helpers import Api, Reply, api_for, eventually
 
 
@@ -192,6 +192,41 @@ async def test_a_client_that_hangs_up_keeps_its_place_and_is_applied() -> None:
         applied = emulator.applied(session)
     assert applied == ("first", "gave up", "third")
     assert (third.status, stats.served, stats.peak_waiting) == (200, 3, 2)
+
+
+async def test_a_dropped_request_whose_client_left_while_waiting_ends() -> None:
+    """Served after its client left, an ambiguous_drop request is applied and then just ends."""
+    model = CapacityModel(limit=1, service_time=0.1, queue_limit=5)
+    async with _capacity(model) as (emulator, api):
+        session = emulator.create_session()
+        emulator.fault_plan.script(session, [None, FaultKind.AMBIGUOUS_DROP])
+        first = asyncio.create_task(api.inject(session, {"context": "first"}))
+        await eventually(lambda: emulator.capacity_stats().served == 1)
+        with pytest.raises(TimeoutError):
+            await api.inject(session, {"context": "dropped"}, timeout=0.02)
+        await first
+        await eventually(lambda: emulator.applied(session) == ("first", "dropped"))
+        after = await api.inject(session, {"context": "after"})
+        stats = emulator.capacity_stats()
+    assert after.status == 200
+    assert stats.served == 3
+    assert emulator.stats.faults_injected[FaultKind.AMBIGUOUS_DROP] == 1
+
+
+async def test_hanging_up_after_the_gate_cancels_the_request() -> None:
+    """A client that leaves during the fault plan's latency (past the gate) is not applied."""
+    model = CapacityModel(limit=1, service_time=0.01)
+    plan = FaultPlan(latency=1.0, latency_seconds=0.3)
+    async with _capacity(model) as (emulator, api):
+        emulator.fault_plan = plan
+        session = emulator.create_session()
+        with pytest.raises(TimeoutError):
+            await api.inject(session, {"context": "left"}, timeout=0.1)
+        await eventually(lambda: emulator.stats.in_flight == 0)
+        await asyncio.sleep(0.4)  # past the latency: a request still running would be applied
+        stats = emulator.capacity_stats()
+        applied = emulator.applied(session)
+    assert (stats.served, applied) == (1, ())
 
 
 async def test_replacing_the_model_starts_a_fresh_state() -> None:
