@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Literal, cast
 
 import click
 from rich.console import Console
@@ -25,6 +25,7 @@ from osvi_async import (
     OsviClient,
     OsviError,
 )
+from osvi_async._adaptive import DEFAULT_MAX_CONCURRENCY
 from osvi_async.cli import request_started
 from osvi_async.cli._bulk_io import (
     InputError,
@@ -62,7 +63,7 @@ from osvi_async.cli._common import (
 )
 from osvi_async.cli._dead_letters import dead_letters
 from osvi_async.cli._demo import DemoSettings, run_demo
-from osvi_async.cli._options import MAX_CONCURRENCY, FiniteFloat, usage_line
+from osvi_async.cli._options import MAX_CONCURRENCY, Concurrency, FiniteFloat, usage_line
 from osvi_async.cli._output import OutputError, guard_stdout, visible
 from osvi_async.cli._progress import BulkProgress, logs_on
 from osvi_async.cli._publish import publish
@@ -229,10 +230,15 @@ def _check_inject_arguments(arguments: tuple[str, ...], *, by_customer: bool, bo
 @click.argument("input_path", metavar="INPUT")
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    type=Concurrency(),
     default=64,
     show_default=True,
-    help="Requests in flight at most.",
+    help="Requests in flight at most, or auto: adapt to the API's capacity.",
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    help=f"With --concurrency auto: most requests in flight. [default: {DEFAULT_MAX_CONCURRENCY}]",
 )
 @click.option("--rate", type=FiniteFloat(min=0, min_open=True), help="Max requests/s.")
 @click.option("--report", type=click.Path(path_type=Path), help="JSONL report.")
@@ -248,7 +254,8 @@ def _check_inject_arguments(arguments: tuple[str, ...], *, by_customer: bool, bo
 @api_options
 def bulk(
     input_path: str,
-    concurrency: int,
+    concurrency: int | Literal["auto"],
+    max_concurrency: int | None,
     rate: float | None,
     report: Path | None,
     resume: bool,
@@ -267,6 +274,7 @@ def bulk(
     --grace seconds to finish, the report and summary are written (exit 130 or 143). A
     second signal stops at once.
     """
+    max_concurrency = _most_in_flight(concurrency, max_concurrency)
     if resume and report is None:
         raise fail("--resume needs --report FILE", EXIT_USAGE)
     if resume and input_path == "-":
@@ -279,7 +287,8 @@ def bulk(
     except InputError as error:
         raise fail(str(error), EXIT_USAGE) from None
     with stream:
-        client = make_client(token, base_url, timeout, concurrency=concurrency)
+        most = concurrency if max_concurrency is None else max_concurrency
+        client = make_client(token, base_url, timeout, concurrency=cast("int", most))
         limit = client.max_context_bytes
         first = read_first_line(stream, limit)
         fmt: InputFormat = (
@@ -315,6 +324,7 @@ def bulk(
                         counts=counts,
                         progress=progress,
                         concurrency=concurrency,
+                        max_concurrency=max_concurrency,
                         rate=rate,
                         stop=stop,
                     )
@@ -388,6 +398,15 @@ def _open_report(
     return (state if resume else None), writer
 
 
+def _most_in_flight(concurrency: int | Literal["auto"], max_concurrency: int | None) -> int | None:
+    """`--max-concurrency` as the run takes it: the default with auto, refused without."""
+    if concurrency != "auto":
+        if max_concurrency is not None:
+            raise fail("--max-concurrency goes with --concurrency auto", EXIT_USAGE)
+        return None
+    return DEFAULT_MAX_CONCURRENCY if max_concurrency is None else max_concurrency
+
+
 async def _bulk_main(
     client: OsviClient,
     records: Iterable[Record],
@@ -396,7 +415,8 @@ async def _bulk_main(
     resume: ReportState | None,
     counts: BulkCounts,
     progress: BulkProgress,
-    concurrency: int,
+    concurrency: int | Literal["auto"],
+    max_concurrency: int | None,
     rate: float | None,
     stop: GracefulStop,
 ) -> BulkCounts:
@@ -410,6 +430,7 @@ async def _bulk_main(
                 counts=counts,
                 progress=progress,
                 concurrency=concurrency,
+                max_concurrency=max_concurrency,
                 rate_limit=rate,
                 stop=stop,
             )

@@ -8,11 +8,13 @@ ends, so a later `--resume` knows what is done, what is final and what may have 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Literal
 
 import attrs
 
 from osvi_async import (
     APIStatusError,
+    BulkRun,
     CustomerInjectRequest,
     InjectOutcome,
     InjectRequest,
@@ -51,6 +53,8 @@ class BulkCounts:
         stopped_unsent: Of the stopped, those certainly not sent.
         failed_for_good: Of the failed, those a resend would fail again (refused for good,
             malformed): `--resume` does not resend them.
+        concurrency_limit: With `--concurrency auto`, the adaptive limit as of the last
+            outcome; None otherwise.
     """
 
     ok: int = 0
@@ -67,6 +71,7 @@ class BulkCounts:
     read: int = 0
     stopped_unsent: int = 0
     failed_for_good: int = 0
+    concurrency_limit: int | None = None
 
     @property
     def finished(self) -> int:
@@ -136,6 +141,8 @@ class BulkCounts:
             line += f", {self.maybe_applied} may have been applied"
         if self.possible_duplicates:
             line += f", {self.possible_duplicates} possible duplicates"
+        if self.concurrency_limit is not None:
+            line += f", concurrency limit {self.concurrency_limit} at the end"
         if self.held or self.failed > self.failed_for_good:
             line += "; run again with --resume to retry what failed"
         return line
@@ -163,6 +170,7 @@ class _Journal:
         self.progress = progress
         self.on_outcome = on_outcome
         self.exhausted = False
+        self.run: BulkRun | None = None  # set for --concurrency auto: the limit to show
         self._by_position: dict[int, Record] = {}  # open items only
         self._failed_at: dict[int, int] = {}  # position -> record index, of failed items
 
@@ -219,6 +227,9 @@ class _Journal:
         elif not outcome.ok:
             self._failed_at[outcome.index] = record.index
         for_good = error is not None and refused_for_good(error)
+        limit = None if self.run is None else self.run.concurrency_limit
+        if limit is not None:
+            self.counts.concurrency_limit = limit
         if self.report is not None:
             request, customer = record.request, None
             session_id = request.session_id if isinstance(request, InjectRequest) else None
@@ -233,6 +244,7 @@ class _Journal:
                 refused_for_good=for_good,
                 waiting_for=waiting_for,
                 customer=customer,
+                concurrency_limit=limit,
             )
         if self.on_outcome is not None:
             self.on_outcome(record, outcome)
@@ -250,8 +262,9 @@ async def run_bulk(
     resume: ReportState | None,
     counts: BulkCounts,
     progress: BulkProgress,
-    concurrency: int,
+    concurrency: int | Literal["auto"],
     rate_limit: float | None,
+    max_concurrency: int | None = None,
     stop: GracefulStop | None = None,
     on_outcome: Callable[[Record, InjectOutcome], None] | None = None,
 ) -> BulkCounts:
@@ -269,9 +282,12 @@ async def run_bulk(
     run = client.inject_many(
         journal.requests(records),
         concurrency=concurrency,
+        max_concurrency=max_concurrency,
         rate_limit=rate_limit,
         on_send=journal.on_send if report is not None else None,
     )
+    if concurrency == "auto":
+        journal.run = run  # its outcome lines and the progress show the limit as it moves
     if stop is not None:
         stop.attach(run)
     if report is not None:

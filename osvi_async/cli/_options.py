@@ -41,6 +41,20 @@ class FiniteFloat(click.FloatRange):
         return float(super().convert(number, param, ctx))
 
 
+class Concurrency(click.ParamType[int | str, object]):
+    """`--concurrency`: a whole number of requests in flight, or `auto` (adaptive)."""
+
+    name = "integer or auto"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | str:
+        """`auto` as is, else an int from 1 to MAX_CONCURRENCY."""
+        if isinstance(value, int) or value != "auto":
+            return int(click.IntRange(min=1, max=MAX_CONCURRENCY).convert(value, param, ctx))
+        return "auto"
+
+
 def usage_line(error: click.UsageError) -> str:
     """A usage error as the one line the command prints: the message and where help is."""
     message = visible(error.format_message())

@@ -1,4 +1,5 @@
-"""The live progress bar of bulk runs: done/total, rate, ok, failed, held, retries (stderr).
+"""The live progress bar of bulk runs: done/total, rate, ok, failed, held, retries, and the
+adaptive concurrency limit with `--concurrency auto` (stderr).
 
 It reads the run's one `BulkCounts` (totals are counted once, in the run) and redraws at
 most 10 times a second. Its total is what this run means to send: records already done or
@@ -109,7 +110,7 @@ class BulkProgress(LiveBar):
             TextColumn(
                 "[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] "
                 "[magenta]{task.fields[held]} held[/] {task.fields[stopped]} stopped "
-                "[yellow]{task.fields[retries]} retries[/]"
+                "[yellow]{task.fields[retries]} retries[/]{task.fields[limit]}"
             ),
             TimeElapsedColumn(),
             console=console,
@@ -117,7 +118,15 @@ class BulkProgress(LiveBar):
             transient=False,
         )
         self._task: TaskID = self._progress.add_task(
-            description, total=total, ok=0, failed=0, held=0, stopped=0, retries=0, rate=0.0
+            description,
+            total=total,
+            ok=0,
+            failed=0,
+            held=0,
+            stopped=0,
+            retries=0,
+            rate=0.0,
+            limit="",
         )
 
     def refresh_soon(self) -> None:
@@ -141,4 +150,5 @@ class BulkProgress(LiveBar):
             stopped=counts.stopped,
             retries=counts.retries,
             rate=done / elapsed if elapsed > 0 else 0.0,
+            limit="" if counts.concurrency_limit is None else f" limit {counts.concurrency_limit}",
         )

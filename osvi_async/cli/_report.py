@@ -168,11 +168,14 @@ class ReportWriter:
         refused_for_good: bool,
         waiting_for: int | None,
         customer: tuple[str, str] | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         """Record how a sent (or held, or stopped) item ended.
 
         `customer` is the (customer_id, agent_uuid) of an item addressed by customer; its
         `session_id` is then the session the entry went to, when it is known (ok items).
+        `concurrency_limit`, in a `--concurrency auto` run, is the adaptive limit when the
+        item ended, so the report shows how the limit moved.
         """
         error = outcome.error
         entry: dict[str, object] = {
@@ -192,6 +195,8 @@ class ReportWriter:
         if waiting_for is not None:
             entry["held"] = True
             entry["waiting_for"] = waiting_for
+        if concurrency_limit is not None:
+            entry["concurrency_limit"] = concurrency_limit
         self._write(entry)
 
     def write_unreadable(self, *, index: int, line: int, problem: str | None) -> None:
