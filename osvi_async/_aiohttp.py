@@ -14,7 +14,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from osvi_async._deadline import Deadline
+from osvi_async._deadline import Deadline, DeadlineWheel
 from osvi_async._decode import Scrubber
 from osvi_async._retry import raise_if_cancelling
 from osvi_async._transport import (
@@ -50,6 +50,7 @@ class AiohttpTransport(PoolState):
 
     __slots__ = (
         "_borrowed",
+        "_deadlines",
         "_headers",
         "_loop",
         "_max_response_bytes",
@@ -91,6 +92,8 @@ class AiohttpTransport(PoolState):
         self._closed = False
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._urls: dict[str, URL] = {}
+        # One timer per 1/64 s slot for the attempts' deadlines, not one per request.
+        self._deadlines: Final = DeadlineWheel()
 
     @property
     def needs_closing(self) -> bool:
@@ -114,8 +117,9 @@ class AiohttpTransport(PoolState):
             # The attempt's whole timeout is ours (Deadline, asyncio.timeout's rules), not
             # aiohttp's `total`: aiohttp enters its total timer twice (request and response
             # start) and uncancels the task once per exit, so a cancel() landing as that timer
-            # fires was turned into a TimeoutError and lost.
-            with Deadline(timeout):
+            # fires was turned into a TimeoutError and lost. A timeout of a second or more
+            # shares its timer with those due in the same 1/64 s (_deadline.DeadlineWheel).
+            with Deadline(timeout, self._deadlines):
                 async with session.request(
                     method,
                     self._urls.get(url) or self._url(url),

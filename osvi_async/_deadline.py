@@ -4,14 +4,84 @@
 turns that cancellation (and only that one) into `TimeoutError`, telling it apart from a
 `cancel()` by someone else through `Task.cancelling()`. But it is an async context manager
 with a state machine, about 4 us per request on the benchmark machine, as much as decoding
-the answer. `Deadline` keeps exactly its rules with a plain `with` block and one timer
-handle: what remains is the `call_at` and its `cancel`, which any timeout needs.
+the answer. `Deadline` keeps exactly its rules with a plain `with` block.
+
+What is left is the timer, and one timer per request is itself a cost: on uvloop each is a
+libuv timer (allocated, started, stopped, closed), on asyncio a heap entry. A `DeadlineWheel`
+shares one timer among all deadlines that fall due in the same 1/64 s slot: a deadline of
+`SHARED_FROM` seconds or more is rounded *up* to the end of its slot, so it fires up to
+`SLOT_SECONDS` late and never early. At thousands of requests a second that is one timer per
+slot instead of one per request. Shorter deadlines keep an exact timer of their own: for
+them 15 ms would be a visible share of the timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+from math import ceil
 from types import TracebackType
+from typing import Final
+
+SLOTS_PER_SECOND: Final = 64
+SLOT_SECONDS: Final = 1 / SLOTS_PER_SECOND
+"""How late a shared deadline may fire: 15.625 ms (a power of two, so slot times are exact)."""
+SHARED_FROM: Final = 1.0
+"""Deadlines of at least this many seconds share slot timers; shorter ones are exact."""
+
+
+class DeadlineWheel:
+    """The shared slot timers of one event loop's deadlines (a transport keeps one).
+
+    A slot's timer is armed by the first deadline that lands in it and left armed when its
+    deadlines end early (cancelling it to arm it again for the next request would cost what
+    sharing saves); when it fires it expires the deadlines still in the slot. So after the
+    last request, at most one idle timer per slot stays armed, until `timeout` has passed.
+    Deadlines shorter than `shared_from` seconds are left to keep their own exact timer.
+    """
+
+    __slots__ = ("_loop", "_shared_from", "_slots")
+
+    def __init__(self, *, shared_from: float = SHARED_FROM) -> None:
+        self._shared_from = shared_from
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[int, set[Deadline]] = {}
+
+    def join(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> bool:
+        """Put `deadline` in the slot its end falls in; False when it must keep a timer of
+        its own (shorter than `shared_from`, or this wheel's deadlines run on another loop)."""
+        seconds = deadline._seconds
+        if seconds < self._shared_from:
+            return False
+        if self._loop is not loop and not self._adopt(loop):
+            return False
+        key = ceil((loop.time() + seconds) * SLOTS_PER_SECOND)
+        members = self._slots.get(key)
+        if members is None:
+            members = self._slots[key] = set()
+            loop.call_at(key / SLOTS_PER_SECOND, self._fire, key, members)
+        members.add(deadline)
+        deadline._members = members
+        return True
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Move to `loop` unless deadlines on the previous one are still running."""
+        if any(self._slots.values()):
+            return False
+        self._loop = loop
+        self._slots = {}  # the old loop's idle timers, if it ever runs them, find their sets
+        return True
+
+    def _fire(self, key: int, members: set[Deadline]) -> None:
+        if self._slots.get(key) is members:
+            del self._slots[key]
+        for deadline in members:
+            deadline._expire()
+
+
+def slot_end(when: float) -> float:
+    """When the shared timer of a deadline due at loop time `when` fires: the end of its
+    1/64 s slot, never before `when` and less than `SLOT_SECONDS` after it."""
+    return ceil(when * SLOTS_PER_SECOND) / SLOTS_PER_SECOND
 
 
 class Deadline:
@@ -19,14 +89,19 @@ class Deadline:
 
     A `CancelledError` that the deadline did not cause (a `cancel()` from outside, even one
     that lands in the same loop turn as the timer) propagates unchanged; the task's cancel
-    count is left as `asyncio.timeout` leaves it.
+    count is left as `asyncio.timeout` leaves it. With a `wheel`, a deadline of its
+    `shared_from` seconds or more fires up to `SLOT_SECONDS` late (never early); without one,
+    or shorter, it fires on time.
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_task")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_members", "_seconds", "_task", "_wheel")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, wheel: DeadlineWheel | None = None) -> None:
         self._seconds = seconds
+        self._wheel = wheel
         self._expired = False
+        self._members: set[Deadline] | None = None
+        self._handle: asyncio.TimerHandle | None = None
 
     def __enter__(self) -> Deadline:
         task = asyncio.current_task()
@@ -35,7 +110,9 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
         loop = asyncio.get_running_loop()
-        self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
+        wheel = self._wheel
+        if wheel is None or not wheel.join(self, loop):
+            self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
         return self
 
     def __exit__(
@@ -45,7 +122,10 @@ class Deadline:
         traceback: TracebackType | None,
     ) -> None:
         if not self._expired:
-            self._handle.cancel()
+            if self._members is not None:
+                self._members.discard(self)
+            elif self._handle is not None:
+                self._handle.cancel()
             return
         # Our cancel() was counted: take it back. Only if no one else asked for a cancel
         # since we entered is the CancelledError ours to turn into a timeout.
