@@ -82,16 +82,25 @@ def _parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="smoke test: N = 8 and 32, fixed 8, 32 and 64, 8 s runs (steady from 3 s), "
-        "halving at 6 s and back at 11 s in a 14 s run",
+        "halving at 6 s and back at 11 s in a 14 s run (options given override these)",
     )
     return parser
 
 
-def _apply_quick(args: argparse.Namespace) -> None:
-    args.capacities = [8, 32]
-    args.fixed = [8, 32, 64]
-    args.seconds, args.steady_from = 8.0, 3.0
-    args.halve_at, args.restore_at, args.halving_seconds = 6.0, 11.0, 14.0
+def _apply_quick(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--quick's settings, for every option left at its default."""
+    quick = {
+        "capacities": [8, 32],
+        "fixed": [8, 32, 64],
+        "seconds": 8.0,
+        "steady_from": 3.0,
+        "halve_at": 6.0,
+        "restore_at": 11.0,
+        "halving_seconds": 14.0,
+    }
+    for name, value in quick.items():
+        if getattr(args, name) == parser.get_default(name):
+            setattr(args, name, value)
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -212,9 +221,10 @@ def _note(row: Row) -> str:
 
 
 def main() -> None:
-    args = _parser().parse_args()
+    parser = _parser()
+    args = parser.parse_args()
     if args.quick:
-        _apply_quick(args)
+        _apply_quick(args, parser)
     settings: list[int | str] = [*args.fixed, "auto"]
     rows: list[Row] = []
     started = time.time()
