@@ -8,8 +8,9 @@ version there and skips npm. Without npm it installs Debian's nodejs and npm whe
 root with apt (a fresh CI machine), and otherwise stops at once, since those tests would fail.
 
 Steps: ruff lint, ruff format check, mypy --strict (package and the typed usage file),
-mkdocs build --strict, and pytest with branch coverage (at least 90%). Every step runs even if
-an earlier one failed, so one run shows every problem; the exit code is non-zero if any failed.
+mkdocs build --strict, and pytest with branch coverage (at least 90%), in parallel on every
+core with pytest-xdist. Every step runs even if an earlier one failed, so one run shows every
+problem; the exit code is non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ STEPS: list[tuple[str, list[str]]] = [
             str(PYTHON),
             "-m",
             "pytest",
+            # One worker per core (pytest-xdist); tests that share the private RabbitMQ stay
+            # on one worker (tests/conftest.py marks them), so only one broker boots.
+            "-n",
+            "auto",
+            "--dist",
+            "loadgroup",
             "--cov=osvi_async",
             "--cov-branch",
             "--cov-report=term",
