@@ -4,7 +4,9 @@ bench/overhead.py times calls with the network stubbed out; its medians move by 
 or more between runs on a busy machine. This runs the same calls under valgrind's callgrind,
 which counts instructions (the same count for the same inputs, whatever else runs), twice with
 different call counts, and divides the difference by the extra calls: start-up, imports and
-warm-up cancel out.
+warm-up cancel out. The objects made until then are frozen out of the garbage collector
+(`gc.freeze`): otherwise a full collection over every imported module lands in one of the
+two runs and not the other, and moves the figure by tens of thousands of instructions a call.
 
 Modes:
 - `inject_context`, `inject_many`: the SDK with its transport's `send` stubbed out (the SDK's
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import subprocess
@@ -135,11 +138,13 @@ def child(mode: str, calls: int, *, stdlib_json: bool, loop: str) -> None:
             "0123456789abcdef", base_url=BASE_URL, max_connections=CONCURRENCY
         ) as client:
             await path(client, 200, CONCURRENCY)
+            gc.freeze()
             await path(client, calls, CONCURRENCY)
 
     async def raw_aiohttp() -> None:
         from bench.clients import Tally, run_aiohttp
 
+        gc.freeze()  # after the imports; its session and pool are a few objects more
         await run_aiohttp(BASE_URL, overhead.IDS, 200 + calls, CONCURRENCY, Tally())
 
     runs = {
@@ -177,6 +182,7 @@ def instructions(mode: str, calls: int, *, stdlib_json: bool, loop: str) -> int:
             capture_output=True,
             text=True,
             check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict and set layouts each run
         )
     found = COLLECTED.search(result.stderr)
     if found is None:
