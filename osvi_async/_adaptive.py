@@ -8,13 +8,18 @@ no-load latency and reads the difference as requests queued at the server:
 
     queued = limit * (1 - no_load / latency)
 
-and keeps that between `alpha` and `beta` (3 and 6 times log10 of the limit, at least 1 and 2:
+and keeps that between `alpha` and `beta` (3 and 6 times log10 of the limit, at least 3 and 6:
 Netflix concurrency-limits' Vegas thresholds): fewer queued and the API has room (raise the
 limit), more and requests only wait longer (lower it, in proportion, to what the latency says
-the API serves, plus `alpha`). A window with a refusal for load (429, 503, 504) or a timeout
-cuts the limit to 70% (CUBIC's decrease, as botocore's adaptive retry mode uses for
-throttles): an API that refuses before it queues gives no latency signal, and refusals must stop
-at once.
+the API serves, plus `alpha`).
+
+An API that refuses before it queues (429, 503, 504) or stops answering (timeouts) gives no
+latency warning, so refusals are a signal of their own. When one comes back, the number of our
+other attempts still on the wire is about what the API holds at once: the limit goes one below
+that and stays at or under it for `probe_every` seconds, then may pass it by one per window
+(CUBIC's "remember where the last loss happened"). A stray refusal is not a limit: fewer than
+3 in a window, or under 5% of it, are ignored, unless they come at a level where the API
+refused before. Without that, a proxy's occasional 503 ratchets the limit down to nothing.
 
 Why not Gradient2 or AIMD alone: AIMD on refusals finds the limit only by being refused, about
 once per cycle for ever; a gradient on a long-term latency average drifts up with the queue it
@@ -60,7 +65,11 @@ __all__ = [
 DEFAULT_MAX_CONCURRENCY: Final = 256
 INITIAL_LIMIT: Final = 8
 _MIN_WINDOW: Final = 8  # answers per decision at the least: fewer are mostly noise
-_BACKOFF: Final = 0.7  # the limit after a window with refusals or timeouts, as a fraction
+# Fewer refusals than this in a window, or a smaller share of it, may be stray errors (a
+# proxy's 503, one timeout) rather than the API's limit: they are ignored.
+_STRAY_REFUSALS: Final = 3
+_STRAY_SHARE: Final = 0.05
+_STRONG_SHARE: Final = 0.2
 _PROBE_FRACTION: Final = 4  # a baseline probe runs at limit // this
 _OVERLOAD_STATUSES: Final = frozenset({429, 503, 504})
 
@@ -85,14 +94,17 @@ class AdaptiveLimit:
         "_ceiling_until",
         "_changed_at",
         "_count",
+        "_lowered_at_mean",
         "_maximum",
         "_minimum",
         "_next_probe",
         "_no_load",
+        "_not_faster",
         "_overloaded",
         "_probe_every",
         "_probing",
         "_slow_start",
+        "_taken",
         "_total",
         "limit",
     )
@@ -119,11 +131,16 @@ class AdaptiveLimit:
         # no other warning).
         self._ceiling = math.inf
         self._ceiling_until = now
+        # The latency when the limit was last lowered for a queue, and how many lowerings in
+        # a row did not make it faster (a stale baseline, see `_notice_stale_baseline`).
+        self._lowered_at_mean: float | None = None
+        self._not_faster = 0
         self._changed_at = now
         self._count = 0  # answers in this window
         self._answered = 0  # of them, those not refused for load
         self._total = 0.0  # their latencies' sum
-        self._overloaded = False
+        self._overloaded = 0  # of them, refused for load or timed out
+        self._taken = math.inf  # the fewest others on the wire when one was refused
 
     @property
     def no_load_latency(self) -> float:
@@ -131,19 +148,28 @@ class AdaptiveLimit:
         return self._no_load
 
     def record(
-        self, latency: float | None, *, overloaded: bool, sent_at: float, now: float
+        self,
+        latency: float | None,
+        *,
+        overloaded: bool,
+        sent_at: float,
+        now: float,
+        in_flight: int = 0,
     ) -> bool:
         """Learn from one finished attempt; True when the limit changed.
 
         `latency` is None for an attempt whose time says nothing about the API's queue: a
         refusal or a connection error comes back at once, and counting it would make the
         no-load baseline look faster than the API is. `sent_at` tells answers to attempts sent
-        under an earlier limit, which are ignored.
+        under an earlier limit, which are ignored. `in_flight` is how many other attempts
+        were still on the wire when this one ended: for a refusal, about how many the API
+        was holding, i.e. what it takes at once.
         """
         if sent_at < self._changed_at:
             return False
         if overloaded:
-            self._overloaded = True
+            self._overloaded += 1
+            self._taken = min(self._taken, in_flight)
         elif latency is not None:
             self._answered += 1
             self._total += latency
@@ -151,30 +177,41 @@ class AdaptiveLimit:
         if self._count < max(self.limit, _MIN_WINDOW):
             return False
         mean = self._total / self._answered if self._answered else 0.0
-        overloaded_window = self._overloaded
-        self._count = self._answered = 0
-        self._total, self._overloaded = 0.0, False
-        return self._decide(mean, overloaded_window, now)
+        refused, count, taken = self._overloaded, self._count, self._taken
+        self._count = self._answered = self._overloaded = 0
+        self._total, self._taken = 0.0, math.inf
+        return self._decide(mean, refused, count, taken, now)
 
-    def _decide(self, mean: float, overloaded: bool, now: float) -> bool:
+    def _decide(self, mean: float, refused: int, count: int, taken: float, now: float) -> bool:
         previous = self.limit
         if self._probing is not None:
             # The probe window ran at a quarter of the limit, with no queue: its mean is the
             # baseline from now on, and the limit goes back to what it was.
-            if not overloaded and mean > 0:
+            if not refused and mean > 0:
                 self._no_load = mean
             limit = float(self._probing)
             self._probing = None
-        elif overloaded:
+        elif refused >= _STRAY_REFUSALS and refused >= _STRAY_SHARE * count:
+            # The API's limit: it was holding at most `taken` of ours when it refused one
+            # (fewer if other refusals were still on their way back). Stay at or under that
+            # for a while, and go below it by at least half the share refused.
+            # A few refusals (under a fifth of the window) hold the limit there only briefly:
+            # stray errors come in such clusters too, now and then.
+            # A collapse to under half the limit is an outage, not a limit: no ceiling, so
+            # the limit climbs back as soon as the API answers again.
+            share = refused / count
             self._slow_start = False
-            self._ceiling = max(self._minimum, previous - 1)
-            self._ceiling_until = now + self._probe_every
-            limit = previous * _BACKOFF
+            if taken >= previous / 2:
+                self._ceiling = max(self._minimum, int(taken))
+                hold = self._probe_every if share >= _STRONG_SHARE else self._probe_every / 10
+                self._ceiling_until = now + hold
+            limit = min(taken - 1, previous * (1.0 - share / 2))
         elif mean <= 0:
             return False
         else:
             self._no_load = min(self._no_load, mean)
             limit = self._next_limit(previous, mean)
+            self._notice_stale_baseline(limit < previous, mean, now)
             if limit > self._ceiling:
                 if now >= self._ceiling_until:
                     self._ceiling += 1
@@ -182,10 +219,25 @@ class AdaptiveLimit:
             if now >= self._next_probe and not self._slow_start:
                 self._next_probe = now + self._probe_every
                 self._probing = self._clamp(limit)
-                limit = limit / _PROBE_FRACTION
+                limit = self._probing / _PROBE_FRACTION
         self.limit = self._clamp(limit)
         self._changed_at = now
         return self.limit != previous
+
+    def _notice_stale_baseline(self, lowered: bool, mean: float, now: float) -> None:
+        """Probe the baseline now if lowering the limit twice in a row did not bring the
+        latency down: then it is not a queue, the API got slower (a queue shrinks as the
+        limit falls). Otherwise the limit would stay low until the next periodic probe."""
+        if not lowered:
+            self._lowered_at_mean = None
+            self._not_faster = 0
+            return
+        if self._lowered_at_mean is not None and mean >= 0.9 * self._lowered_at_mean:
+            self._not_faster += 1
+            if self._not_faster >= 2:
+                self._next_probe = now
+                self._not_faster = 0
+        self._lowered_at_mean = mean
 
     def _next_limit(self, limit: int, mean: float) -> float:
         """Vegas: hold the estimated queue at the API between alpha and beta."""
@@ -256,11 +308,6 @@ class ConcurrencySlots:
         self._held -= 1
         self._serve()
 
-    def resize(self, limit: int) -> None:
-        """Change the limit; holders above a lower one keep their slots until they finish."""
-        self.limit = limit
-        self._serve()
-
     def _serve(self) -> None:
         waiters = self._waiters
         while waiters and self._held < self.limit:
@@ -274,10 +321,17 @@ class AdaptiveConcurrency:
     """A run's slots with the limit that sizes them: what each attempt of an auto run takes
     before it goes out and gives back when it ends."""
 
-    __slots__ = ("_clock", "_limit", "slots")
+    __slots__ = ("_clock", "_limit", "_on_change", "slots")
 
-    def __init__(self, maximum: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         self._clock = clock
+        self._on_change = on_change
         self._limit = AdaptiveLimit(maximum=maximum, now=clock())
         self.slots = ConcurrencySlots(self._limit.limit)
 
@@ -290,13 +344,21 @@ class AdaptiveConcurrency:
         """Give the slot back and learn from the attempt: a success's latency, or whether its
         failure was a refusal for load or a timeout. Other failures teach nothing: an error
         answer may skip the work a success queues for."""
-        self.slots.give_back()
+        # Learn first, then free the slot: a waiter handed it under the old limit must not
+        # count as sent under the new one.
         now = self._clock()
         if error is None:
             changed = self._limit.record(now - sent_at, overloaded=False, sent_at=sent_at, now=now)
         else:
             changed = self._limit.record(
-                None, overloaded=is_overload(error), sent_at=sent_at, now=now
+                None,
+                overloaded=is_overload(error),
+                sent_at=sent_at,
+                now=now,
+                in_flight=self.slots.held - 1,
             )
         if changed:
-            self.slots.resize(self._limit.limit)
+            self.slots.limit = self._limit.limit
+            if self._on_change is not None:
+                self._on_change(self._limit.limit)
+        self.slots.give_back()  # (also serves waiters up to a raised limit)

@@ -82,6 +82,9 @@ from osvi_async.models import (
 
 __all__ = ["BulkRun", "InjectItem", "as_request", "refused_for_good"]
 
+# Workers an auto run keeps beyond twice its limit, so a small limit still has some to spare.
+_SPARE_WORKERS: Final = 16
+
 # Ends the caller's iteration; an outcome itself, so the outcome deque needs no casts.
 _END: Final = InjectOutcome(-1, None, ok=False)
 
@@ -105,7 +108,7 @@ class _Engine:
         flow: FlowControl,
         hold_on_failure: bool = True,
         on_send: OnSend | None = None,
-        adaptive: AdaptiveConcurrency | None = None,
+        adaptive: bool = False,
     ) -> None:
         self._transport = transport
         self._url_for = url_for
@@ -130,9 +133,12 @@ class _Engine:
         self.flow = flow
         self._hold = hold_on_failure
         self._on_send = on_send
-        # With concurrency="auto": `concurrency` workers, of which the adaptive limit lets
-        # only so many attempts be on the wire at once.
-        self.adaptive = adaptive
+        # With concurrency="auto": the adaptive limit lets only so many attempts on the
+        # wire at once, and workers are added as it grows, up to `concurrency` (the maximum).
+        self.adaptive = (
+            AdaptiveConcurrency(concurrency, on_change=self._add_workers) if adaptive else None
+        )
+        self._workers = 0
         # A lane per session with an item in flight or ready: the items waiting behind it,
         # or None while there are none (most sessions never need a deque).
         self._lanes: dict[str, deque[Item] | None] = {}
@@ -209,10 +215,7 @@ class _Engine:
             await self.stop()
             return
         self._tasks.append(asyncio.create_task(self._feed(), name="osvi-bulk-feeder"))
-        self._tasks.extend(
-            asyncio.create_task(self._work(), name=f"osvi-bulk-worker-{number}")
-            for number in range(self._concurrency)
-        )
+        self._add_workers(self.concurrency_limit)
         loop, finished = self._loop, self._finished
         try:
             while True:
@@ -232,6 +235,18 @@ class _Engine:
                 raise self._input_error
         finally:
             await self.stop()
+
+    def _add_workers(self, limit: int) -> None:
+        """Enough workers for `limit` attempts on the wire, and as many again for items
+        sleeping in a backoff (a worker keeps its item through it), up to `concurrency`."""
+        wanted = self._concurrency if self.adaptive is None else 2 * limit + _SPARE_WORKERS
+        wanted = min(wanted, self._concurrency)
+        if self._halted or self.draining:
+            return
+        while self._workers < wanted:
+            self._workers += 1
+            name = f"osvi-bulk-worker-{self._workers}"
+            self._tasks.append(asyncio.create_task(self._work(), name=name))
 
     def drain(self, grace: float) -> None:
         """Stop gracefully: pull no more, start no attempt, give those on the wire `grace` s.

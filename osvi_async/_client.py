@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import attrs
 
-from osvi_async._adaptive import DEFAULT_MAX_CONCURRENCY, AdaptiveConcurrency
+from osvi_async._adaptive import DEFAULT_MAX_CONCURRENCY
 from osvi_async._bulk import BulkRun, InjectItem, _Engine
 from osvi_async._call import AttemptGate, call
 from osvi_async._config import (
@@ -767,14 +767,13 @@ class OsviClient:
         """
         if self._transport.closed:
             raise closed_client_error()
-        adaptive: AdaptiveConcurrency | None = None
-        if concurrency == "auto":
+        adaptive = concurrency == "auto"
+        if adaptive:
             concurrency = (
                 DEFAULT_MAX_CONCURRENCY
                 if max_concurrency is None
                 else check_positive_int("max_concurrency", max_concurrency)
             )
-            adaptive = AdaptiveConcurrency(concurrency)
         else:
             given: object = concurrency  # any str but "auto" gets its own message
             if isinstance(given, str):

@@ -455,9 +455,10 @@ def serve(args: tuple[str, ...]) -> None:
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    type=Concurrency(),
     default=64,
     show_default=True,
+    help="Requests in flight at most, or auto (adapts, up to 256).",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
@@ -467,7 +468,13 @@ def serve(args: tuple[str, ...]) -> None:
     help="Requests the emulator serves at once (5 ms each, a queue as deep, then 429).",
 )
 @http_backend_option
-def demo(sessions: int, entries: int, concurrency: int, seed: int, capacity: int | None) -> None:
+def demo(
+    sessions: int,
+    entries: int,
+    concurrency: int | Literal["auto"],
+    seed: int,
+    capacity: int | None,
+) -> None:
     """Bulk-inject into the embedded emulator under faults, then verify every entry."""
     console = Console()
     settings = DemoSettings(

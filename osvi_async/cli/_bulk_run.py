@@ -130,6 +130,8 @@ class BulkCounts:
                 f"{self.failed} failed, {self.held} held, {self.not_sent} not sent, "
                 f"{self.maybe_applied} may have been applied"
             )
+            if self.concurrency_limit is not None:
+                line += f", concurrency limit {self.concurrency_limit} at the end"
             if self.left:
                 line += "; run again with --resume"
             return line

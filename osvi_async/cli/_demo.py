@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 from rich.console import Console
@@ -34,7 +34,7 @@ class DemoSettings:
 
     sessions: int = 300
     entries: int = 6000
-    concurrency: int = 64
+    concurrency: int | Literal["auto"] = 64
     engine_error_rate: float = 0.05
     unavailable_rate: float = 0.01
     seed: int = 42
@@ -132,6 +132,8 @@ async def run_demo(settings: DemoSettings, console: Console) -> bool:
     table.add_row("items", str(settings.entries))
     table.add_row("succeeded / failed", f"{counts.ok} / {counts.failed}")
     table.add_row("retries", str(counts.retries))
+    if counts.concurrency_limit is not None:
+        table.add_row("concurrency", f"auto, limit {counts.concurrency_limit} at the end")
     table.add_row("requests the server received", str(stats.requests_total))
     failures = sum(n for kind, n in stats.faults_injected.items() if kind is not FaultKind.LATENCY)
     table.add_row("failures injected", str(failures))

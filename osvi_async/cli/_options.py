@@ -50,9 +50,13 @@ class Concurrency(click.ParamType[int | str, object]):
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> int | str:
         """`auto` as is, else an int from 1 to MAX_CONCURRENCY."""
-        if isinstance(value, int) or value != "auto":
-            return int(click.IntRange(min=1, max=MAX_CONCURRENCY).convert(value, param, ctx))
-        return "auto"
+        if value == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a whole number nor auto.", param, ctx)
+        return int(click.IntRange(min=1, max=MAX_CONCURRENCY).convert(number, param, ctx))
 
 
 def usage_line(error: click.UsageError) -> str:

@@ -110,7 +110,7 @@ class BulkProgress(LiveBar):
             TextColumn(
                 "[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] "
                 "[magenta]{task.fields[held]} held[/] {task.fields[stopped]} stopped "
-                "[yellow]{task.fields[retries]} retries[/]{task.fields[limit]}"
+                "[yellow]{task.fields[retries]} retries[/]"
             ),
             TimeElapsedColumn(),
             console=console,
@@ -126,8 +126,8 @@ class BulkProgress(LiveBar):
             stopped=0,
             retries=0,
             rate=0.0,
-            limit="",
         )
+        self._description = description
 
     def refresh_soon(self) -> None:
         """Redraw if the last redraw is more than a tenth of a second old."""
@@ -150,5 +150,8 @@ class BulkProgress(LiveBar):
             stopped=counts.stopped,
             retries=counts.retries,
             rate=done / elapsed if elapsed > 0 else 0.0,
-            limit="" if counts.concurrency_limit is None else f" limit {counts.concurrency_limit}",
+            # The adaptive limit goes with the description, which a narrow terminal keeps.
+            description=self._description
+            if counts.concurrency_limit is None
+            else f"{self._description} (limit {counts.concurrency_limit})",
         )

@@ -96,7 +96,8 @@ async def test_sigterm_stops_an_auto_run_and_resume_finishes_it(
     ("args", "words"),
     [
         (["--max-concurrency", "8"], ["--max-concurrency goes with --concurrency auto"]),
-        (["--concurrency", "fast"], ["'fast' is not a valid integer"]),
+        (["--concurrency", "fast"], ["'fast' is neither a whole number nor auto"]),
+        (["--concurrency", "auto5"], ["'auto5' is neither a whole number nor auto"]),
         (["--concurrency", "auto", "--max-concurrency", "0"], ["--max-concurrency", "0"]),
     ],
 )

@@ -34,16 +34,29 @@ class Feed:
         self.limit = limit
         self.now = 0.0
 
-    def window(self, latency: float | None, *, overloaded: int = 0, answers: int = 0) -> int:
+    def window(
+        self,
+        latency: float | None,
+        *,
+        overloaded: int = 0,
+        answers: int = 0,
+        held: int | None = None,
+    ) -> int:
         """One window of answers (as many as the limit, at least 8), each sent one latency
-        before it arrives; `overloaded` of them refused. Returns the limit after it."""
+        before it arrives; `overloaded` of them refused while the API held `held` others
+        (by default all the rest of the limit). Returns the limit after it."""
         count = answers or max(self.limit.limit, 8)
+        others = self.limit.limit - 1 if held is None else held
         sent_at = self.now
         self.now += latency if latency is not None else SERVICE
         for n in range(count):
             refused = n < overloaded
             self.limit.record(
-                None if refused else latency, overloaded=refused, sent_at=sent_at, now=self.now
+                None if refused else latency,
+                overloaded=refused,
+                sent_at=sent_at,
+                now=self.now,
+                in_flight=others,
             )
         return self.limit.limit
 
@@ -106,22 +119,35 @@ def test_a_short_queue_raises_the_limit_after_slow_start() -> None:
     assert feed.window(SERVICE / (1 - 2.5 * log / current)) == int(current + log)
 
 
-def test_a_refused_window_cuts_to_70_percent_and_ends_slow_start() -> None:
-    """One refusal in a window is enough: 64 becomes 44, and doubling stops."""
+def test_a_burst_of_refusals_sets_the_limit_one_below_what_the_api_held() -> None:
+    """Slow start doubles to 64 against an API that takes 40: refused with 40 held, the
+    limit becomes 39 at once, and doubling stops."""
     feed = Feed(AdaptiveLimit(maximum=512))
     for _ in range(3):
         feed.window(SERVICE)
     assert feed.limit.limit == 64
-    assert feed.window(SERVICE, overloaded=1) == 44
-    assert feed.window(SERVICE) < 88  # additive now, not doubled
+    assert feed.window(SERVICE, overloaded=24, held=40) == 39
+    assert feed.window(SERVICE) <= 40  # not doubled: at most the level the API took
 
 
-def test_after_a_refusal_the_limit_stays_below_it_until_the_probe_period_passes() -> None:
-    """Refused at 64: no more than 63 for probe_every seconds, then one step per window."""
+def test_a_stray_refusal_is_not_the_api_limit() -> None:
+    """One or two refusals in a window, or under 5% of it (a proxy's 503, a lone timeout),
+    change nothing: slow start goes on."""
+    feed = Feed(AdaptiveLimit(maximum=512))
+    feed.window(SERVICE)
+    assert feed.window(SERVICE, overloaded=2, held=3) == 32  # two of 16
+    feed.window(SERVICE)
+    assert feed.limit.limit == 64
+    assert feed.window(SERVICE, overloaded=3, held=3) == 128  # three of 64: under 5%
+
+
+def test_after_a_refusal_the_limit_stays_at_most_there_until_the_probe_period_passes() -> None:
+    """A fifth or more refused, with 63 held: no more than 63 for probe_every seconds, then
+    one step past it per window."""
     feed = Feed(AdaptiveLimit(maximum=512, probe_every=30.0))
     for _ in range(3):
         feed.window(SERVICE)
-    feed.window(SERVICE, overloaded=1)
+    feed.window(SERVICE, overloaded=13, held=63)
     refused_at = feed.now
     limits = []
     while feed.now < refused_at + 29.9:
@@ -132,12 +158,41 @@ def test_after_a_refusal_the_limit_stays_below_it_until_the_probe_period_passes(
     assert [b - a for a, b in itertools.pairwise(probing)] == [1, 1, 1]  # one step per window
 
 
-def test_refusals_every_window_bring_the_limit_down_to_one_and_no_lower() -> None:
-    """An API refusing everything drives the limit to the minimum of 1."""
+def test_a_few_refusals_hold_the_limit_only_a_tenth_as_long() -> None:
+    """Under a fifth of a window refused (stray errors cluster too, now and then): the limit
+    stays at or under the level for probe_every / 10 seconds only."""
+    feed = Feed(AdaptiveLimit(maximum=512, probe_every=30.0))
+    for _ in range(3):
+        feed.window(SERVICE)
+    feed.window(SERVICE, overloaded=8, held=60)
+    refused_at = feed.now
+    while feed.now < refused_at + 2.9:
+        assert feed.window(SERVICE) <= 60
+    while feed.now < refused_at + 4.0:
+        feed.window(SERVICE)
+    assert feed.limit.limit > 60
+
+
+def test_an_outage_of_timeouts_brings_the_limit_down_to_one() -> None:
+    """Every attempt timing out, with none of ours held at the end, is the API taking none:
+    the limit goes to 1 (the minimum) and stays there while it lasts."""
     feed = Feed(AdaptiveLimit(maximum=256))
-    limits = [feed.window(None, overloaded=8, answers=8) for _ in range(30)]
-    assert limits[-1] == 1
-    assert min(limits) == 1
+    feed.window(SERVICE)
+    limits = [feed.window(None, overloaded=16, held=0) for _ in range(5)]
+    assert limits == [1, 1, 1, 1, 1]
+
+
+def test_after_an_outage_the_limit_climbs_back_as_soon_as_the_api_answers() -> None:
+    """A collapse (refused with under half the limit held) sets no ceiling: once answers
+    come back clean the limit climbs by beta per window, not after probe_every."""
+    feed = Feed(AdaptiveLimit(maximum=64, probe_every=30.0))
+    for _ in range(4):
+        feed.window(SERVICE)
+    outage = [feed.window(None, overloaded=16, held=0) for _ in range(3)]
+    assert outage[-1] == 1
+    recovery = [feed.window(SERVICE) for _ in range(12)]
+    assert feed.now < 5.0
+    assert recovery[-1] >= 40
 
 
 def test_answers_to_attempts_sent_before_a_change_are_ignored() -> None:
@@ -164,13 +219,33 @@ def test_the_baseline_is_remeasured_at_a_quarter_of_the_limit() -> None:
     for _ in range(4):
         feed.window(SERVICE)
     assert feed.limit.limit == 64
-    feed.window(SERVICE, overloaded=1)  # out of slow start (probes wait for that)
-    while feed.limit.limit > 16 or feed.now < 5.0:
+    feed.window(SERVICE, overloaded=8, held=64)  # out of slow start (probes wait for that)
+    before = feed.limit.limit
+    while feed.now < 5.0:
+        before = feed.limit.limit
         feed.window(SERVICE)
-    assert feed.limit.limit <= 16  # the probe window
+    assert feed.limit.limit <= before // 4 + 1  # the probe window
     feed.window(2 * SERVICE)  # the API is now twice as slow, with nothing queued
     assert feed.limit.no_load_latency == pytest.approx(2 * SERVICE)
-    assert feed.limit.limit > 16  # back to where it was before the probe
+    assert feed.limit.limit == before  # back to where it was before the probe
+
+
+def test_a_slower_api_is_not_read_as_a_queue_for_long() -> None:
+    """The API gets twice as slow for good: the limit falls for two windows in which the
+    latency does not improve, then the baseline is probed at once (not after probe_every)
+    and the limit climbs back."""
+    feed = Feed(AdaptiveLimit(maximum=64, probe_every=30.0))
+    for _ in range(4):
+        feed.window(SERVICE)
+    feed.window(SERVICE, overloaded=8, held=64)  # out of slow start
+    for _ in range(5):
+        feed.window(SERVICE)
+    high = feed.limit.limit
+    limits = [feed.window(2 * SERVICE) for _ in range(12)]
+    assert feed.now < 10.0
+    assert feed.limit.no_load_latency == pytest.approx(2 * SERVICE)
+    assert min(limits) < high / 2  # it did lower the limit at first
+    assert limits[-1] >= high - 1  # and took it back once the baseline was re-measured
 
 
 @pytest.mark.parametrize(
@@ -212,17 +287,21 @@ def test_attempt_ended_learns_latency_from_successes_only() -> None:
     assert adaptive._limit.no_load_latency == pytest.approx(0.05)
 
 
-def test_attempt_ended_cuts_the_slots_on_refusals() -> None:
-    """A window of 429s shrinks the slots to 70%."""
+def test_attempt_ended_cuts_the_slots_to_what_the_api_held_at_a_refusal() -> None:
+    """429s while 5 other attempts are on the wire: the API takes 5, the slots become 4."""
     clock = [0.0]
     adaptive = AdaptiveConcurrency(64, clock=lambda: clock[0])
     for _ in range(8):
         adaptive.slots.try_take()
     clock[0] = 0.01
-    for _ in range(8):
+    for _ in range(3):
         adaptive.attempt_ended(0.0, RateLimitError("429", status=429, code=None, body=""))
-    assert adaptive.limit == 5
-    assert adaptive.slots.limit == 5
+    assert adaptive.slots.held == 5
+    for _ in range(5):
+        adaptive.slots.try_take()  # five more attempts go out and come back refused
+        adaptive.attempt_ended(0.0, ServerError("503", status=503, code=None, body=""))
+    assert adaptive.limit == 4
+    assert adaptive.slots.limit == 4
 
 
 async def test_slots_hand_a_freed_slot_to_the_oldest_waiter() -> None:
@@ -275,20 +354,20 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     assert slots.try_take()
 
 
-async def test_resizing_wakes_waiters_up_and_lets_holders_finish_down() -> None:
-    """A higher limit serves waiters at once; a lower one takes effect as holders leave."""
-    slots = ConcurrencySlots(2)
-    assert slots.try_take()
-    assert slots.try_take()
-    waiters = [asyncio.create_task(slots.take()) for _ in range(2)]
-    await asyncio.sleep(0)
-    slots.resize(4)
-    await asyncio.gather(*waiters)
-    assert slots.held == 4
-    slots.resize(1)
+async def test_a_lower_limit_lets_holders_finish_and_a_higher_one_serves_waiters() -> None:
+    """Holders above a lowered limit keep their slots; a freed slot goes to a waiter only
+    while the limit allows, and a raised limit serves several at the next give-back."""
+    slots = ConcurrencySlots(3)
     for _ in range(3):
-        slots.give_back()
-    assert slots.held == 1
-    assert not slots.try_take()
+        assert slots.try_take()
+    waiters = [asyncio.create_task(slots.take()) for _ in range(3)]
+    await asyncio.sleep(0)
+    slots.limit = 1
     slots.give_back()
-    assert slots.try_take()
+    slots.give_back()
+    assert slots.held == 1
+    assert not any(waiter.done() for waiter in waiters)
+    slots.limit = 4
+    slots.give_back()  # 0 held: three waiters fit under 4
+    await asyncio.gather(*waiters)
+    assert slots.held == 3
