@@ -71,6 +71,25 @@ async def test_auto_finds_the_capacity_without_passing_its_maximum(
     assert _in_input_order(osvi_emulator, sessions)
 
 
+async def test_an_api_that_refuses_without_queueing_is_found_by_its_refusals(
+    osvi_emulator: OsviEmulator, patient_client: OsviClient
+) -> None:
+    """Capacity 4 and no queue: no latency warning at all, only 429s. The first burst gives
+    the level, and the run keeps under it: few refusals, no item lost, held or failed."""
+    osvi_emulator.capacity = CapacityModel(limit=4, service_time=0.01, queue_limit=0, retry_after=0)
+    sessions = [osvi_emulator.create_session() for _ in range(100)]
+    async with patient_client.inject_many(
+        _items(sessions, 1000), concurrency="auto", max_concurrency=64
+    ) as run:
+        outcomes = [outcome async for outcome in run]
+    stats = osvi_emulator.capacity_stats()
+    assert all(outcome.ok for outcome in outcomes)
+    assert stats.served == 1000
+    assert stats.refused < 0.05 * stats.served, stats.refused
+    assert run.summary.concurrency_limit <= 4
+    assert _in_input_order(osvi_emulator, sessions)
+
+
 async def test_auto_never_sends_more_than_max_concurrency(
     osvi_emulator: OsviEmulator, live_client: OsviClient
 ) -> None:
