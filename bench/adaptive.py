@@ -9,7 +9,9 @@ Against an API that serves at most N requests at once (the emulator's CapacityMo
 for N in `--capacities` (8, 32, 128; the client is never told N), one `inject_many` run per
 setting: every fixed concurrency in `--fixed` (64 is the SDK's default) and `auto` (with
 `--max-concurrency`, 256). Then the "capacity halves" scenario: N = 64 drops to 32 at
-`--halve-at` (15 s) and comes back at `--restore-at` (30 s), for `auto` and fixed 64.
+`--halve-at` (15 s) and comes back at `--restore-at` (30 s), for `auto` and fixed 64, with a
+queue of 16 (`--halving-queue-limit`: with 32 = 64 / 2, fixed 64 would still fit in 32 served
++ 32 waiting after the halving and never be refused).
 
 Every run is a fresh pair of processes: the server (bench/adaptive_server.py, core 0) and the
 client (bench/adaptive_client.py, core 1), with the SDK's default retry policy, retry budget
@@ -67,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=1, help="repetitions (1)")
     parser.add_argument("--no-halving", action="store_true", help="skip the halving scenario")
     parser.add_argument("--halving-capacity", type=int, default=64, help="64 (halves to 32)")
+    parser.add_argument(
+        "--halving-queue-limit",
+        type=int,
+        default=16,
+        help="16: half the halved capacity, so fixed 64 meets refusals after the halving",
+    )
     parser.add_argument("--halve-at", type=float, default=15.0, help="15")
     parser.add_argument("--restore-at", type=float, default=30.0, help="30")
     parser.add_argument("--halving-seconds", type=float, default=40.0, help="40")
@@ -109,7 +117,9 @@ def _apply_quick(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 class _Server:
     """bench/adaptive_server.py in its own process: `base_url` once up, `stats()` as it stops."""
 
-    def __init__(self, args: argparse.Namespace, capacity: int, schedule: str, ids: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, capacity: int, queue_limit: int, schedule: str, ids: Path
+    ) -> None:
         command = [
             sys.executable,
             str(BENCH / "adaptive_server.py"),
@@ -120,7 +130,7 @@ class _Server:
             "--jitter",
             str(args.jitter),
             "--queue-limit",
-            str(capacity // 2),
+            str(queue_limit),
             "--sessions",
             str(args.sessions),
             "--ids",
@@ -164,11 +174,13 @@ def run_one(
     seconds: float,
     marks: list[float],
     schedule: str = "",
+    queue_limit: int | None = None,
 ) -> Row:
     """One run: a fresh server and a fresh client; the client's figures and the server's."""
     with tempfile.TemporaryDirectory(prefix="osvi-adaptive-") as scratch:
         ids = Path(scratch) / "ids.txt"
-        server = _Server(args, capacity, schedule, ids)
+        queue = capacity // 2 if queue_limit is None else queue_limit
+        server = _Server(args, capacity, queue, schedule, ids)
         try:
             command = [
                 sys.executable,
@@ -194,6 +206,8 @@ def run_one(
         finally:
             server.kill()
     row: Row = {"capacity": capacity, "concurrency": concurrency, "schedule": schedule}
+    row["queue_limit"] = queue
+    row["load_1min"] = round(os.getloadavg()[0], 2)  # includes this run's own two processes
     if result.returncode != 0 or not result.stdout.strip():
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         row["failed"] = lines[-1] if lines else f"exit {result.returncode}"
@@ -268,6 +282,7 @@ def main() -> None:
                 seconds=args.halving_seconds,
                 marks=marks,
                 schedule=schedule,
+                queue_limit=args.halving_queue_limit,
             )
             row |= {"scenario": "halving", "repetition": repetition}
             rows.append(row)

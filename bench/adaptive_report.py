@@ -250,7 +250,7 @@ def _halving_text(settings: dict[str, Any], halving: dict[str, Any]) -> list[str
     lines = [
         "",
         f"Capacity halves: N={high} -> {high // 2} at {settings['halve_at']:g} s, back to {high} "
-        f"at {settings['restore_at']:g} s",
+        f"at {settings['restore_at']:g} s (queue limit {settings['halving_queue_limit']})",
         "",
         "| concurrency | phase | N | goodput/s | refused % | p99 ms | live limit (median) |",
         "|---|---|---|---|---|---|---|",
@@ -368,7 +368,7 @@ def _plot_halving(summary: dict[str, Any], limit_axis: Any, goodput_axis: Any) -
     end = settings["halving_seconds"]
     times, capacities = _capacity_steps(settings, end)
     limit_axis.step(times, capacities, where="post", color="grey", label="capacity N")
-    queue = [capacity + settings["halving_capacity"] // 2 for capacity in capacities]
+    queue = [capacity + settings["halving_queue_limit"] for capacity in capacities]
     limit_axis.step(times, queue, where="post", color="grey", linestyle=":", label="N + queue")
     colours = {"auto": "tab:red"}
     for row in rows:
