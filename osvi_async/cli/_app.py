@@ -62,7 +62,6 @@ from osvi_async.cli._common import (
     run_coroutine,
 )
 from osvi_async.cli._dead_letters import dead_letters
-from osvi_async.cli._demo import DemoSettings, run_demo
 from osvi_async.cli._options import MAX_CONCURRENCY, Concurrency, FiniteFloat, usage_line
 from osvi_async.cli._output import OutputError, guard_stdout, visible
 from osvi_async.cli._progress import BulkProgress, logs_on
@@ -476,6 +475,9 @@ def demo(
     capacity: int | None,
 ) -> None:
     """Bulk-inject into the embedded emulator under faults, then verify every entry."""
+    # Imported here: the emulator (aiohttp.web) is a third of the CLI's start-up otherwise.
+    from osvi_async.cli._demo import DemoSettings, run_demo  # noqa: PLC0415
+
     console = Console()
     settings = DemoSettings(
         sessions=sessions,
