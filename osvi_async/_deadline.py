@@ -32,11 +32,10 @@ SHARED_FROM: Final = 1.0
 class DeadlineWheel:
     """The shared slot timers of one event loop's deadlines (a transport keeps one).
 
-    A slot's timer is armed by the first deadline that lands in it and left armed when its
-    deadlines end early (cancelling it to arm it again for the next request would cost what
-    sharing saves); when it fires it expires the deadlines still in the slot. So after the
-    last request, at most one idle timer per slot stays armed, until `timeout` has passed.
-    Deadlines shorter than `shared_from` seconds are left to keep their own exact timer.
+    A slot's timer is armed by the first deadline that lands in it and cancelled when the
+    last one leaves early, so nothing (no timer, no set) outlives the requests; when it fires
+    it expires the deadlines still in the slot. Deadlines shorter than `shared_from` seconds
+    are left to keep their own exact timer.
     """
 
     __slots__ = ("_loop", "_shared_from", "_slots")
@@ -44,7 +43,7 @@ class DeadlineWheel:
     def __init__(self, *, shared_from: float = SHARED_FROM) -> None:
         self._shared_from = shared_from
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: dict[int, set[Deadline]] = {}
+        self._slots: dict[int, _Slot] = {}
 
     def join(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> bool:
         """Put `deadline` in the slot its end falls in; False when it must keep a timer of
@@ -57,25 +56,41 @@ class DeadlineWheel:
         key = ceil((loop.time() + seconds) * SLOTS_PER_SECOND)
         members = self._slots.get(key)
         if members is None:
-            members = self._slots[key] = set()
-            loop.call_at(key / SLOTS_PER_SECOND, self._fire, key, members)
+            members = self._slots[key] = _Slot()
+            members.handle = loop.call_at(key / SLOTS_PER_SECOND, self._fire, key, members)
         members.add(deadline)
         deadline._members = members
+        deadline._key = key
         return True
+
+    def leave(self, deadline: Deadline, members: _Slot) -> None:
+        """`deadline` ended in time: out of its slot, and the slot's timer off if it was last."""
+        members.discard(deadline)
+        if not members:
+            members.handle.cancel()
+            if self._slots.get(deadline._key) is members:
+                del self._slots[deadline._key]
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Move to `loop` unless deadlines on the previous one are still running."""
         if any(self._slots.values()):
             return False
         self._loop = loop
-        self._slots = {}  # the old loop's idle timers, if it ever runs them, find their sets
+        self._slots = {}
         return True
 
-    def _fire(self, key: int, members: set[Deadline]) -> None:
+    def _fire(self, key: int, members: _Slot) -> None:
         if self._slots.get(key) is members:
             del self._slots[key]
         for deadline in members:
             deadline._expire()
+
+
+class _Slot(set["Deadline"]):
+    """The deadlines due in one slot, and the timer that expires them."""
+
+    __slots__ = ("handle",)
+    handle: asyncio.TimerHandle
 
 
 def slot_end(when: float) -> float:
@@ -94,13 +109,23 @@ class Deadline:
     or shorter, it fires on time.
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_members", "_seconds", "_task", "_wheel")
+    __slots__ = (
+        "_cancelling",
+        "_expired",
+        "_handle",
+        "_key",
+        "_members",
+        "_seconds",
+        "_task",
+        "_wheel",
+    )
 
     def __init__(self, seconds: float, wheel: DeadlineWheel | None = None) -> None:
         self._seconds = seconds
         self._wheel = wheel
         self._expired = False
-        self._members: set[Deadline] | None = None
+        self._members: _Slot | None = None
+        self._key = 0
         self._handle: asyncio.TimerHandle | None = None
 
     def __enter__(self) -> Deadline:
@@ -123,7 +148,7 @@ class Deadline:
     ) -> None:
         if not self._expired:
             if self._members is not None:
-                self._members.discard(self)
+                self._wheel.leave(self, self._members)  # type: ignore[union-attr] # joined one
             elif self._handle is not None:
                 self._handle.cancel()
             return
