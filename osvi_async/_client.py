@@ -108,6 +108,8 @@ class OsviClient:
         base_url: The API root. Defaults to `OSVI_BASE_URL`, then `https://api.osvi.ai`. Must
             be https; plain http is accepted only for loopback hosts (local emulators, tests).
         timeout: Seconds one HTTP attempt may take, from connecting to the end of the body.
+            Never cut short; on the aiohttp backend a timeout of 1 s or more may fire up to
+            1/64 s late (attempts share one timer per 1/64 s, which spares a timer each).
         retry: How failed calls are retried; defaults to `RetryPolicy()` (3 retries).
         max_connections: Most connections open at once; further requests wait for a free one.
         session: An aiohttp `ClientSession` of your own to send requests through. It is used as
