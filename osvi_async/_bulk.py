@@ -48,6 +48,7 @@ from osvi_async._call import AttemptGate, call
 from osvi_async._config import RetryPolicy
 from osvi_async._endpoints import INJECT_CONTEXT
 from osvi_async._flow import FlowControl
+from osvi_async._telemetry import Telemetry
 from osvi_async._lanes import (
     AdaptiveItemGate,
     InjectItem,
@@ -109,8 +110,10 @@ class _Engine:
         hold_on_failure: bool = True,
         on_send: OnSend | None = None,
         adaptive: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._transport = transport
+        self._telemetry = telemetry
         self._url_for = url_for
         self._sessions = sessions
         self._look_up = look_up
@@ -217,6 +220,8 @@ class _Engine:
         self._tasks.append(asyncio.create_task(self._feed(), name="osvi-bulk-feeder"))
         self._add_workers(self.concurrency_limit)
         loop, finished = self._loop, self._finished
+        if self._telemetry is not None:
+            self._telemetry.watch_run(self)  # the gauges read it: nothing per item
         try:
             while True:
                 if not finished:
@@ -234,7 +239,19 @@ class _Engine:
             if self._input_error is not None and not self._halted:
                 raise self._input_error
         finally:
+            if self._telemetry is not None:
+                self._telemetry.unwatch_run(self)
             await self.stop()
+
+    @property
+    def in_flight_count(self) -> int:
+        """Items being sent right now (for the `osvi.bulk.in_flight` gauge)."""
+        return len(self._in_flight)
+
+    @property
+    def breaker_state(self) -> str | None:
+        """The run's circuit state, None without a breaker (for `osvi.bulk.circuit.state`)."""
+        return self.flow.circuit_state if self.flow.has_breaker else None
 
     def _add_workers(self, limit: int) -> None:
         """Enough workers for `limit` attempts on the wire, and as many again for items
@@ -300,7 +317,12 @@ class _Engine:
             ended = await asyncio.gather(*tasks, return_exceptions=True)
             for task, result in zip(tasks, ended, strict=True):
                 if isinstance(result, Exception):  # a bug: say so rather than hide it
-                    logger.error("bulk run: %s failed", task.get_name(), exc_info=result)
+                    logger.error(
+                        "bulk run: %s failed",
+                        task.get_name(),
+                        exc_info=result,
+                        extra={"event": "bulk_task_failed"},
+                    )
 
     def _halt(self) -> None:
         """Cancel everything; items still in flight or queued become stopped leftovers.
@@ -510,6 +532,7 @@ class _Engine:
                 entry=request.context,
                 gate=gate,
                 resent=request.may_have_been_applied,
+                telemetry=self._telemetry,
             )
 
         return await inject_for_customer(
@@ -530,6 +553,7 @@ class _Engine:
         )
         ready, in_flight = self._ready, self._in_flight
         transport, timeout, policy = self._transport, self._timeout, self._policy
+        telemetry = self._telemetry
         while True:
             if ready:
                 item = ready.popleft()
@@ -555,6 +579,7 @@ class _Engine:
                         entry=request.context,
                         gate=gate,
                         resent=request.may_have_been_applied,
+                        telemetry=telemetry,
                     )
                 else:
                     result = await self._send_for_customer(item, request, gate)

@@ -8,13 +8,18 @@ which endpoint it runs.
 
 The success path touches none of the retry machinery: the backoff is built on the first
 failure. An optional `AttemptGate` lets a bulk run pause attempts (circuit breaker, rate
-limit) and ration retries (retry budget) across many calls.
+limit) and ration retries (retry budget) across many calls. With OpenTelemetry configured
+(`_telemetry`), the same loop runs inside a call span; without it, one `is None` check.
+
+Log records carry structured fields in `extra` (`event`, `endpoint`, `attempt`, `delay`,
+`status`, `code`; see docs/observability.md), so that a JSON formatter needs no parsing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from osvi_async._config import RetryEvent, RetryPolicy
 from osvi_async._decode import escape_controls, status_error
@@ -38,6 +43,9 @@ from osvi_async.errors import (
     OsviError,
     ResponseDecodeError,
 )
+
+if TYPE_CHECKING:
+    from osvi_async._telemetry import Telemetry
 
 T = TypeVar("T")
 
@@ -76,6 +84,7 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
     entry: str = "",
     gate: AttemptGate | None = None,
     resent: bool = False,
+    telemetry: Telemetry | None = None,
 ) -> T:
     """Run one call of `endpoint` with retries, and return its decoded, accepted result.
 
@@ -83,8 +92,13 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
     `target` what messages call it when not "session <id>", `entry` the text the endpoint's
     `accept` checks the answer against. `resent` says an earlier send of the same request
     (an earlier call or run) may have applied it: the call starts as if after an attempt that
-    may still apply.
+    may still apply. `telemetry`, when given, traces and counts the call (`_telemetry`).
     """
+    if telemetry is not None:
+        return await telemetry.call(
+            call, transport, endpoint, url, body, timeout=timeout, policy=policy,
+            session_id=session_id, target=target, entry=entry, gate=gate, resent=resent,
+        )  # fmt: skip
     started = time.monotonic()
     number = 1
     applied = unsettled = resent  # may an attempt have applied it / may one still apply it
@@ -128,7 +142,7 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
                 if delay is not None and gate is not None and not gate.allow_retry():
                     delay = None
             if delay is None:
-                _give_up(error, endpoint, applied, target or f"session {session_id}")
+                _give_up(error, endpoint, applied, number, target or f"session {session_id}")
                 if error is failure:
                     raise
                 raise error from None
@@ -145,9 +159,12 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
         return result
 
 
-def _give_up(error: OsviError, endpoint: Endpoint[T], applied: bool, what: str) -> None:
+def _give_up(
+    error: OsviError, endpoint: Endpoint[T], applied: bool, number: int, what: str
+) -> None:
     """Mark the final error: which call failed, whether any attempt may have applied the
-    request, and if so what a repeat could do (the endpoint's recovery hint)."""
+    request, and if so what a repeat could do (the endpoint's recovery hint); log it (at
+    INFO after retries, which the retry lines led up to, else DEBUG: the caller gets it)."""
     error.may_have_been_applied = applied
     message = error.message
     prefix = f"{endpoint.name} for {what}"
@@ -158,6 +175,35 @@ def _give_up(error: OsviError, endpoint: Endpoint[T], applied: bool, what: str) 
         message = f"{message}; {endpoint.recovery}"
     if message != error.message:
         error.args = (message,)
+    logger.log(
+        logging.INFO if number > 1 else logging.DEBUG,
+        "%s for %s: giving up after %d attempt(s) (%s)",
+        endpoint.name,
+        what,
+        number,
+        failure_summary(error),
+        extra=_fields("give_up", endpoint, number, None, error)
+        | {"may_have_been_applied": applied},
+    )
+
+
+def _fields(
+    event: str, endpoint: Endpoint[T], attempt: int, delay: float | None, error: OsviError
+) -> dict[str, object]:
+    """A log record's structured fields (`extra`): bounded values, no server free text."""
+    fields: dict[str, object] = {
+        "event": event,
+        "endpoint": endpoint.name,
+        "attempt": attempt,
+        "error_type": type(error).__name__,
+    }
+    if delay is not None:
+        fields["delay"] = delay
+    if isinstance(error, APIStatusError):
+        fields["status"] = error.status
+        if error.code is not None:
+            fields["code"] = escape_controls(error.code)
+    return fields
 
 
 def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
@@ -175,6 +221,7 @@ def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
         number,
         failure_summary(error),
         delay,
+        extra=_fields("retry", endpoint, number, delay, error),
     )
     if policy.on_retry is not None:
         try:
@@ -183,7 +230,11 @@ def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
             # A metrics hook that fails must not turn a typed failure (which says whether
             # the request may have been applied) into a bare exception: log it, go on.
             logger.warning(
-                "%s for %s: the on_retry hook raised; ignored", endpoint.name, what, exc_info=True
+                "%s for %s: the on_retry hook raised; ignored",
+                endpoint.name,
+                what,
+                exc_info=True,
+                extra=_fields("on_retry_failed", endpoint, number, delay, error),
             )
 
 

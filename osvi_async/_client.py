@@ -39,6 +39,7 @@ from osvi_async._endpoints import (
 )
 from osvi_async._flow import FlowControl
 from osvi_async._sessions import SessionCache, inject_for_customer
+from osvi_async._telemetry import resolve as resolve_telemetry
 from osvi_async._transport import HttpBackend, closed_client_error, open_transport
 from osvi_async._validation import (
     check_bool,
@@ -59,6 +60,8 @@ from osvi_async.errors import APITimeoutError, ClientValidationError, NotFoundEr
 
 if TYPE_CHECKING:
     import aiohttp
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from osvi_async.models import (
         ChatSession,
@@ -125,14 +128,29 @@ class OsviClient:
             `"reqwest"`, Rust's reqwest through pyreqwest (`pip install 'osvi-async[reqwest]'`),
             which spends far less CPU per request; both keep the same timeouts, retries,
             size caps and errors. `session` works only with aiohttp.
+        tracer_provider: An OpenTelemetry `TracerProvider` to trace calls to (a span per
+            call, per attempt and per backoff wait); defaults to the global one, if an SDK
+            was configured before this client was built. See docs/observability.md.
+        meter_provider: An OpenTelemetry `MeterProvider` to count calls, attempts, retries
+            and durations to; defaults to the global one likewise. Without either (and
+            without a global SDK), the client records nothing and pays nothing for it.
 
     Raises:
         ClientValidationError: A missing or malformed token, a bad `base_url`, `timeout`,
             `max_connections` or `max_context_bytes`, a `session` that is not an aiohttp
-            `ClientSession`, an unknown `http_backend`, or "reqwest" without pyreqwest.
+            `ClientSession`, an unknown `http_backend`, "reqwest" without pyreqwest, or a
+            `tracer_provider` / `meter_provider` that is not an OpenTelemetry provider.
     """
 
-    __slots__ = ("__weakref__", "_config", "_origin", "_owns_transport", "_sessions", "_transport")
+    __slots__ = (
+        "__weakref__",
+        "_config",
+        "_origin",
+        "_owns_transport",
+        "_sessions",
+        "_telemetry",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -147,6 +165,8 @@ class OsviClient:
         session_cache_ttl: float = DEFAULT_SESSION_CACHE_TTL,
         session_cache_size: int = DEFAULT_SESSION_CACHE_SIZE,
         http_backend: HttpBackend = "aiohttp",
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         # Set first so that __del__ works even if validation below raises.
         self._owns_transport = False
@@ -160,6 +180,9 @@ class OsviClient:
             max_connections=max_connections,
             max_context_bytes=max_context_bytes,
         )
+        # Resolved once: None (OpenTelemetry absent or not configured) costs each call one
+        # `is None` check.
+        self._telemetry = resolve_telemetry(self._config.base_url, tracer_provider, meter_provider)
         self._transport = open_transport(
             http_backend,
             api_token=self._config.api_token,
@@ -318,6 +341,7 @@ class OsviClient:
             session_id=session_id,
             entry=context,
             resent=may_have_been_applied,
+            telemetry=self._telemetry,
         )
 
     async def inject_context_for_customer(
@@ -377,6 +401,7 @@ class OsviClient:
                 session_id=session_id,
                 entry=context,
                 resent=resent,
+                telemetry=self._telemetry,
             )
 
         # Waiting for a lookup another call started takes no longer than this call's own
@@ -583,6 +608,7 @@ class OsviClient:
             policy=policy,
             session_id=session_id,
             entry=message or "",
+            telemetry=self._telemetry,
         )
         if command == "close":
             self._sessions.forget(session_id)
@@ -628,6 +654,7 @@ class OsviClient:
             session_id=session_id,
             target=target,
             gate=gate,
+            telemetry=self._telemetry,
         )
 
     async def _look_up_session_id(
@@ -818,6 +845,7 @@ class OsviClient:
             hold_on_failure=hold_on_failure,
             on_send=on_send,
             adaptive=adaptive,
+            telemetry=self._telemetry,
         )
         return BulkRun(engine)
 

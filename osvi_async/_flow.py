@@ -1,6 +1,6 @@
 """Flow control for bulk runs: a shared retry budget, a circuit breaker and a rate limit.
 
-One `FlowControl` is shared by every call of a run; the call loop (`_send.py`) asks it before
+One `FlowControl` is shared by every call of a run; the call loop (`_call.py`) asks it before
 each attempt and tells it how each attempt ended. All of it runs on the event loop's thread,
 so plain attributes are enough; no locks.
 """
@@ -64,6 +64,11 @@ class FlowControl:
         self.times_opened = 0
 
     @property
+    def has_breaker(self) -> bool:
+        """Whether the run has a circuit breaker at all."""
+        return self._breaker is not None
+
+    @property
     def circuit_state(self) -> str:
         """One of "closed", "open" or "half-open"."""
         return self._state.value
@@ -118,7 +123,9 @@ class FlowControl:
     def _reachable(self) -> None:
         self._consecutive_failures = 0
         if self._state is not _State.CLOSED:
-            logger.info("circuit closed: the API answered again")
+            logger.info(
+                "circuit closed: the API answered again", extra={"event": "circuit_closed"}
+            )
             self._cooldown = self._breaker.cooldown if self._breaker is not None else 0.0
             self._set_state(_State.CLOSED)
 
@@ -136,12 +143,21 @@ class FlowControl:
                     "circuit open after %d failures in a row: pausing sends for %.2f s",
                     self._consecutive_failures,
                     self._cooldown,
+                    extra={
+                        "event": "circuit_open",
+                        "failures": self._consecutive_failures,
+                        "delay": self._cooldown,
+                    },
                 )
                 self._set_state(_State.OPEN)
         elif self._state is _State.HALF_OPEN and self._probe is asyncio.current_task():
             self._cooldown = min(self._cooldown * 2, breaker.max_cooldown)
             self._probe_at = self._clock() + self._cooldown
-            logger.info("probe failed: circuit stays open for %.2f s", self._cooldown)
+            logger.info(
+                "probe failed: circuit stays open for %.2f s",
+                self._cooldown,
+                extra={"event": "probe_failed", "delay": self._cooldown},
+            )
             self._set_state(_State.OPEN)
         # Failures of attempts sent before the circuit opened say nothing new.
 
