@@ -9,18 +9,21 @@ load: many clients posting notes back to back until the server refuses them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 import aiohttp
 import attrs
+import uvicorn
+from starlette.types import ASGIApp
 
 from osvi_async.testing import FaultPlan, OsviEmulator
 
@@ -180,10 +183,12 @@ async def post_notes(
                 load.signalled = True
                 send_signal()
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        async with asyncio.TaskGroup() as group:
-            for number in range(clients):
-                group.create_task(client(http, number))
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+        asyncio.TaskGroup() as group,
+    ):
+        for number in range(clients):
+            group.create_task(client(http, number))
     return load
 
 
@@ -244,3 +249,26 @@ def assert_clean_shutdown(server: ExampleProcess) -> None:
     leaks = [marker for marker in LEAK_MARKERS if marker in stderr]
     assert leaks == [], server.output
     assert "OSVI client closed: True" in stderr, server.output
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn in this event loop, lifespan on; yields its base URL.
+
+    Leaving stops it the way SIGTERM does (`should_exit`): requests in flight finish, then the
+    lifespan's shutdown runs. uvicorn's logging is left alone (`log_config=None`).
+    """
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(LIMIT):
+            while not server.started:
+                if serving.done():
+                    raise AssertionError("uvicorn stopped during start-up")
+                await asyncio.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
