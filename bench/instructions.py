@@ -117,10 +117,41 @@ def _install_loopback() -> None:
     aiohttp.TCPConnector._create_connection = create_connection  # type: ignore[method-assign]
 
 
-def child(mode: str, calls: int, *, stdlib_json: bool, loop: str) -> None:
+def _set_up_otel(otel: str) -> None:
+    """OpenTelemetry as the run asks: absent (the import blocked, as when not installed),
+    imported but with no SDK configured, or an SDK recording to memory (docs/observability.md).
+    """
+    if otel == "absent":
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]
+        return
+    import opentelemetry.trace
+
+    if otel == "sdk":
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        class Discard(InMemorySpanExporter):
+            """Takes spans and keeps none, so memory stays flat over the run."""
+
+            def export(self, spans: Any) -> Any:
+                return super().export(())
+
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(Discard()))
+        opentelemetry.trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def child(mode: str, calls: int, *, stdlib_json: bool, loop: str, otel: str = "as-is") -> None:
     """Make `calls` calls of one path (after 200 to warm up)."""
     if stdlib_json:
         sys.modules["orjson"] = None  # type: ignore[assignment] # as on a default install
+    if otel != "as-is":
+        _set_up_otel(otel)
     sys.path.insert(0, str(ROOT))
     from bench import overhead
 
@@ -161,7 +192,7 @@ def child(mode: str, calls: int, *, stdlib_json: bool, loop: str) -> None:
         asyncio.run(runs[mode]())
 
 
-def instructions(mode: str, calls: int, *, stdlib_json: bool, loop: str) -> int:
+def instructions(mode: str, calls: int, *, stdlib_json: bool, loop: str, otel: str) -> int:
     """Instructions callgrind counted for a child making `calls` calls of `mode`."""
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "callgrind.out")
@@ -178,6 +209,8 @@ def instructions(mode: str, calls: int, *, stdlib_json: bool, loop: str) -> int:
                 "--loop",
                 loop,
                 *(["--stdlib-json"] if stdlib_json else []),
+                "--otel",
+                otel,
             ],
             capture_output=True,
             text=True,
@@ -211,21 +244,33 @@ def main() -> None:
         help="comma-separated: inject_context, inject_many (send stubbed out), "
         "wire_sdk, wire_aiohttp (real aiohttp over an in-process loopback)",
     )
+    parser.add_argument(
+        "--otel",
+        choices=("as-is", "absent", "unconfigured", "sdk"),
+        default="as-is",
+        help="OpenTelemetry: as installed and untouched, absent (import blocked), imported "
+        "with no SDK, or an SDK with in-memory exporters (spans and metrics recorded)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), stdlib_json=args.stdlib_json, loop=args.loop)
+        child(
+            args.child[0],
+            int(args.child[1]),
+            stdlib_json=args.stdlib_json,
+            loop=args.loop,
+            otel=args.otel,
+        )
         return
     backend = "json (default install)" if args.stdlib_json else "orjson if installed"
     print(
         f"Instructions per call (callgrind, c={CONCURRENCY}, {args.extra} calls, {backend}, "
-        f"{args.loop} loop):"
+        f"{args.loop} loop, OpenTelemetry {args.otel}):"
     )
     for mode in args.modes.split(","):
-        low = instructions(mode, args.calls, stdlib_json=args.stdlib_json, loop=args.loop)
-        high = instructions(
-            mode, args.calls + args.extra, stdlib_json=args.stdlib_json, loop=args.loop
-        )
+        options = {"stdlib_json": args.stdlib_json, "loop": args.loop, "otel": args.otel}
+        low = instructions(mode, args.calls, **options)  # type: ignore[arg-type]
+        high = instructions(mode, args.calls + args.extra, **options)  # type: ignore[arg-type]
         print(f"  {mode:15} {(high - low) / args.extra:10,.0f}")
 
 

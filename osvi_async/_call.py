@@ -17,7 +17,6 @@ Log records carry structured fields in `extra` (`event`, `endpoint`, `attempt`, 
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -163,8 +162,8 @@ def _give_up(
     error: OsviError, endpoint: Endpoint[T], applied: bool, number: int, what: str
 ) -> None:
     """Mark the final error: which call failed, whether any attempt may have applied the
-    request, and if so what a repeat could do (the endpoint's recovery hint); log it (at
-    INFO after retries, which the retry lines led up to, else DEBUG: the caller gets it)."""
+    request, and if so what a repeat could do (the endpoint's recovery hint); log it at
+    DEBUG (the caller gets the error itself; the line closes the retry lines' story)."""
     error.may_have_been_applied = applied
     message = error.message
     prefix = f"{endpoint.name} for {what}"
@@ -175,8 +174,7 @@ def _give_up(
         message = f"{message}; {endpoint.recovery}"
     if message != error.message:
         error.args = (message,)
-    logger.log(
-        logging.INFO if number > 1 else logging.DEBUG,
+    logger.debug(
         "%s for %s: giving up after %d attempt(s) (%s)",
         endpoint.name,
         what,

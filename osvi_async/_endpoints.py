@@ -94,6 +94,7 @@ def _accept_entry(
             "inject_context for session %s: the API answered 200 but the returned bucket does "
             "not hold the entry (other writers may have pushed it out); accepted as applied",
             result.session_id,
+            extra={"event": "entry_missing", "endpoint": "inject_context", "status": 200},
         )
     if ambiguous:
         return flag_possible_duplicate(result, context, settled=settled)
@@ -131,6 +132,7 @@ def flag_possible_duplicate(
         "bucket cannot rule out that the entry was appended twice%s (possible_duplicate)",
         result.session_id,
         "" if settled else " (that attempt may apply after the bucket was read)",
+        extra={"event": "possible_duplicate", "endpoint": "inject_context"},
     )
     return attrs.evolve(result, possible_duplicate=True)
 

@@ -114,7 +114,9 @@ def run(main: Coroutine[Any, Any, T], *, event_loop: str | None = None) -> T:
         raise
     # Without a factory the Runner makes the loop exactly as asyncio.run does.
     with asyncio.Runner(loop_factory=factory) as runner:
-        logger.debug("event loop: %s", event_loop_name(runner.get_loop()))
+        logger.debug(
+            "event loop: %s", event_loop_name(runner.get_loop()), extra={"event": "event_loop"}
+        )
         return runner.run(main)
 
 

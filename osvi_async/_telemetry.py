@@ -36,7 +36,7 @@ from osvi_async.errors import APIStatusError, ClientValidationError, OsviError
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
-    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.trace import Span, Tracer
 
     from osvi_async._decode import Scrubber
     from osvi_async._endpoints import Endpoint
@@ -68,7 +68,7 @@ class BulkProbe(Protocol):
 
     @property
     def breaker_state(self) -> str | None:
-        """"closed", "open" or "half-open"; None when the run has no circuit breaker."""
+        """ "closed", "open" or "half-open"; None when the run has no circuit breaker."""
 
 
 def resolve(
@@ -129,7 +129,10 @@ class Telemetry:
         self._instruments = instruments
         parts = urlsplit(base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._server = {"server.address": parts.hostname or "", "server.port": port}
+        self._server: dict[str, str | int] = {
+            "server.address": parts.hostname or "",
+            "server.port": port,
+        }
 
     def watch_run(self, probe: BulkProbe) -> None:
         """Let the bulk gauges read `probe` while it lives (kept weakly)."""
@@ -141,7 +144,7 @@ class Telemetry:
         if self._instruments is not None:
             self._instruments.runs.discard(probe)
 
-    async def call(  # noqa: PLR0913 - `_call.call`'s own arguments, passed on
+    async def call(
         self,
         run: Callable[..., Awaitable[T]],
         transport: Transport,
@@ -242,7 +245,9 @@ class _Attempts:
 
     __slots__ = ("_full", "_telemetry", "_template", "_transport", "count", "error", "status")
 
-    def __init__(self, telemetry: Telemetry, transport: Transport, template: str, full: str) -> None:
+    def __init__(
+        self, telemetry: Telemetry, transport: Transport, template: str, full: str
+    ) -> None:
         self._telemetry = telemetry
         self._transport = transport
         self._template = template

@@ -50,11 +50,13 @@ from osvi_async.cli._common import (
     check_by_session,
     choose_loop,
     chosen_loop,
+    configure_logs,
     error_exit,
     fail,
     http_backend,
     http_backend_option,
     json_option,
+    log_options,
     loop_option,
     make_client,
     no_active_session,
@@ -82,9 +84,11 @@ from osvi_async.cli._worker_cmd import worker
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="osvi-async")
 @loop_option
-def main(event_loop: str) -> None:
+@log_options
+def main(event_loop: str, log_level: str | None, log_format: str) -> None:
     """osvi-async: OSVI chat sessions, messages and context from the command line."""
     choose_loop(event_loop)
+    configure_logs(log_level, log_format)
 
 
 main.add_command(session)

@@ -12,6 +12,7 @@ everything a command prints, in case a server echoed it into a field the SDK han
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 from collections.abc import Callable, Coroutine
@@ -28,6 +29,7 @@ from osvi_async import (
     OsviError,
 )
 from osvi_async._config import DEFAULT_MAX_CONNECTIONS
+from osvi_async._logging import LineHandler
 from osvi_async._loop import EVENT_LOOP_CHOICES, EVENT_LOOP_ENV, choose_event_loop
 from osvi_async._loop import run as run_on_loop
 from osvi_async._transport import HTTP_BACKENDS, HttpBackend
@@ -54,6 +56,9 @@ _HTTP_BACKEND_HELP: Final = "HTTP stack: aiohttp, or reqwest (pip install 'osvi-
 _EVENT_LOOP_KEY: Final = "osvi_async.event_loop"
 _HTTP_BACKEND_KEY: Final = "osvi_async.http_backend"
 TIMEOUT: Final = FiniteFloat(min=0, min_open=True)
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_SDK_LOGGER: Final = "osvi_async"
+_log_lines: LineHandler | None = None  # the handler --log-level / --log-format installed
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -208,6 +213,8 @@ def make_client(
     """
     if not token:
         raise fail("no API token: pass --token or set OSVI_API_TOKEN", EXIT_USAGE)
+    if _log_lines is not None:
+        _log_lines.secrets.add(token)  # whatever a log line may quote, never the token
     if base_url is None and os.environ.get("OSVI_BASE_URL") == "":
         # Refused like `--base-url ''`: an empty variable is more likely a slip in a deploy
         # script than a wish for the production default.
@@ -267,6 +274,51 @@ def chosen_loop() -> str | None:
     """The loop `choose_loop` chose for this process (None outside a command:
     `$OSVI_EVENT_LOOP` decides)."""
     return _chosen(_EVENT_LOOP_KEY)
+
+
+def log_options(command: F) -> F:
+    """--log-level and --log-format {text,json}: how the SDK's log records reach stderr.
+
+    On the group, like --loop (logging belongs to the process): `osvi-async --log-format json
+    bulk ...`. Call `configure_logs` with their values in the group's callback. Without
+    either, records go where they always did (warnings as lines on stderr).
+    """
+    command = click.option(
+        "--log-format",
+        type=click.Choice(("text", "json")),
+        default="text",
+        show_default=True,
+        help="SDK log records on stderr: 'level: message' lines, or JSON lines with the "
+        "structured fields (event, endpoint, attempt, delay, status, code).",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default=None,
+        help="Least severe SDK log records shown on stderr (default: warning).",
+    )(command)
+
+
+def configure_logs(level: str | None, log_format: str) -> None:
+    """Install one line handler on the SDK's logger, if --log-level or a non-default
+    --log-format asked for it; the token (once known, see `make_client`) is redacted."""
+    global _log_lines  # noqa: PLW0603 - one handler per process, as logging's own state
+    if level is None and log_format == "text":
+        return
+    logger = logging.getLogger(_SDK_LOGGER)
+    if _log_lines is not None:
+        logger.removeHandler(_log_lines)
+    _log_lines = LineHandler(
+        json_lines=log_format == "json", secrets=[os.environ.get("OSVI_API_TOKEN", "")]
+    )
+    logger.addHandler(_log_lines)
+    logger.setLevel((level or "warning").upper())
+    logger.propagate = False  # one copy, not a second through the root logger
+
+
+def log_lines() -> LineHandler | None:
+    """The handler `configure_logs` installed (None: the options were not given)."""
+    return _log_lines
 
 
 def _keep_http_backend(ctx: click.Context, param: click.Parameter, value: str) -> str:

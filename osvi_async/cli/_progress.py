@@ -25,6 +25,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from osvi_async.cli._common import log_lines
+
 if TYPE_CHECKING:
     from osvi_async.cli._bulk_run import BulkCounts
 
@@ -56,7 +58,21 @@ class _ConsoleHandler(logging.Handler):
 
 @contextmanager
 def logs_on(console: Console) -> Iterator[None]:
-    """Route the SDK's warnings and errors through `console` for the block's duration."""
+    """Route the SDK's warnings and errors through `console` for the block's duration (with
+    --log-level / --log-format: the lines that handler makes, at its level)."""
+    installed = log_lines()
+    if installed is not None:
+        write = installed.write
+
+        def above_the_bar(line: str) -> None:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        installed.write = above_the_bar
+        try:
+            yield
+        finally:
+            installed.write = write
+        return
     logger = logging.getLogger(_SDK_LOGGER)
     handler = _ConsoleHandler(console)
     propagate = logger.propagate

@@ -41,6 +41,7 @@ from osvi_async.cli._common import (
     EXIT_USAGE,
     api_options,
     fail,
+    log_lines,
     make_client,
     run_coroutine,
 )
@@ -110,15 +111,23 @@ class _LogLines(logging.Handler):
 def _sdk_logs(say: Callable[[str], None]) -> Iterator[None]:
     """Route the SDK's warnings, and the worker's own info lines, through `say`."""
     sdk, worker = logging.getLogger(_SDK_LOGGER), logging.getLogger(_WORKER_LOGGER)
-    handler = _LogLines(say)
+    installed = log_lines()  # --log-level / --log-format: that handler's lines, through `say`
+    handler: logging.Handler = _LogLines(say) if installed is None else installed
     propagate, level = sdk.propagate, worker.level
-    sdk.addHandler(handler)
+    write = installed.write if installed is not None else say
+    if installed is None:
+        sdk.addHandler(handler)
+    else:
+        installed.write = say
     sdk.propagate = False
     worker.setLevel(logging.INFO)
     try:
         yield
     finally:
-        sdk.removeHandler(handler)
+        if installed is None:
+            sdk.removeHandler(handler)
+        else:
+            installed.write = write
         sdk.propagate = propagate
         worker.setLevel(level)
 

@@ -231,7 +231,9 @@ class Worker:
                 return  # stop() while connecting: nothing was consumed
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
                 logger.warning(
-                    "worker: broker connection failed (%s)", error or type(error).__name__
+                    "worker: broker connection failed (%s)",
+                    error or type(error).__name__,
+                    extra={"event": "broker_connection_failed"},
                 )
             finally:
                 self._cycle_task = None
@@ -247,6 +249,7 @@ class Worker:
                     "went back to their queues; starting again in %.1f s",
                     failure,
                     delay,
+                    extra={"event": "worker_restart", "delay": delay},
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -276,7 +279,11 @@ class Worker:
                 await queue.consume(deliveries.put)
             self._counters.cycles += 1
             self._counters.connected = True
-            logger.info("worker: consuming %d partitions", self._partitions)
+            logger.info(
+                "worker: consuming %d partitions",
+                self._partitions,
+                extra={"event": "worker_consuming"},
+            )
             lost = asyncio.Event()
             connection.close_callbacks.add(lambda *_: self._connection_lost(lost))
             failed = await self._apply(deliveries, dead_letters)

@@ -122,7 +122,8 @@ async def test_retried_call_shows_each_attempt_and_wait(recorder: Recorder) -> N
     assert [span.attributes.get("error.type") for span in attempts] == ["503", "504", None]  # type: ignore[union-attr]
     for span in attempts:
         assert span.kind is SpanKind.CLIENT
-        assert span.parent is not None and span.parent.span_id == call_span.context.span_id
+        assert span.parent is not None
+        assert span.parent.span_id == call_span.context.span_id
         assert span.attributes is not None
         assert span.attributes["url.template"] == "/v1/chat/session/{session_id}/inject_context"
         assert span.attributes["http.request.method"] == "POST"
@@ -274,3 +275,31 @@ async def test_breaker_state_gauge_counts_an_open_circuit(recorder: Recorder) ->
                         }
                     )
     assert seen[0] == {"closed": 0, "open": 1, "half-open": 0}
+
+
+async def test_aiohttp_instrumentation_nests_under_each_attempt(recorder: Recorder) -> None:
+    """With opentelemetry-instrumentation-aiohttp-client on, aiohttp's CLIENT span of each
+    request is a child of the SDK's attempt span."""
+    from opentelemetry.instrumentation.aiohttp_client import (
+        AioHttpClientInstrumentor,
+    )
+
+    instrumentor = AioHttpClientInstrumentor()
+    instrumentor.instrument(tracer_provider=recorder.tracer_provider)
+    try:
+        plan = FaultPlan()
+        async with OsviEmulator(fault_plan=plan) as emulator:
+            session_id = emulator.create_session()
+            plan.script(session_id, ["unavailable"])
+            async with recorder.client(emulator, http_backend="aiohttp") as client:
+                await client.inject_context(session_id, CONTEXT)
+    finally:
+        instrumentor.uninstrument()
+    spans = recorder.finished()
+    attempts = by_name(spans, "POST /v1/chat/session/{session_id}")
+    outer = {span.context.span_id for span in attempts}
+    inner = [span for span in spans if span.instrumentation_scope.name != "osvi_async"]  # type: ignore[union-attr]
+    assert len(attempts) == 2
+    assert len(inner) == 2
+    assert all(span.kind is SpanKind.CLIENT for span in inner)
+    assert {span.parent.span_id for span in inner if span.parent is not None} == outer
