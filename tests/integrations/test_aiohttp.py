@@ -108,14 +108,16 @@ async def test_example_under_run_app_keeps_every_accepted_note_through_sigterm(
 ) -> None:
     """200 clients, SIGTERM mid-load: every 201 landed once, nothing else did, exit 0."""
     arguments = ["examples/aiohttp_app.py"]
-    load, server, status = await run_web_example(osvi_emulator, arguments, {"PORT": "0"})
+    load, server, status, port = await run_web_example(osvi_emulator, arguments, {"PORT": "0"})
+    assert status == 0, server.output
+    # Allowed: warnings about connections aiohttp accepted as it stopped and never closed
+    # (see untracked_connections); the notes sent on them are checked like every other.
+    untracked = assert_clean_shutdown(server, untracked_port=port)
     print(
         f"aiohttp: sent {load.sent}, accepted {len(load.accepted)} "
         f"({load.accepted_after_signal} after SIGTERM), failed {len(load.failed)}, "
-        f"exit {status}"
+        f"exit {status}, untracked server connections' warnings {untracked}"
     )
-    assert status == 0, server.output
-    assert_clean_shutdown(server)
     # Mid-load: requests were in flight when the signal came, and each client's last one was
     # refused by the stopped server (before the signal, none failed).
     assert load.accepted_after_signal > 0

@@ -158,7 +158,7 @@ async def test_example_under_uvicorn_keeps_every_accepted_note_through_sigterm(
     """200 clients, SIGTERM mid-load: every 201 landed once, nothing else did, exit clean."""
     arguments = ["-m", "uvicorn", "--app-dir", "examples", "fastapi_app:app"]
     arguments += ["--host", "127.0.0.1", "--port", "0", "--no-access-log"]
-    load, server, status = await run_web_example(osvi_emulator, arguments, {})
+    load, server, status, _ = await run_web_example(osvi_emulator, arguments, {})
     print(
         f"fastapi: sent {load.sent}, accepted {len(load.accepted)} "
         f"({load.accepted_after_signal} after SIGTERM), failed {len(load.failed)}, "
