@@ -48,7 +48,6 @@ from osvi_async._call import AttemptGate, call
 from osvi_async._config import RetryPolicy
 from osvi_async._endpoints import INJECT_CONTEXT
 from osvi_async._flow import FlowControl
-from osvi_async._telemetry import Telemetry
 from osvi_async._lanes import (
     AdaptiveItemGate,
     InjectItem,
@@ -66,6 +65,7 @@ from osvi_async._lanes import (
 )
 from osvi_async._retry import logger
 from osvi_async._sessions import SessionCache, inject_for_customer
+from osvi_async._telemetry import Telemetry
 from osvi_async._transport import Transport
 from osvi_async.errors import (
     ClientClosedError,

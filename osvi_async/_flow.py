@@ -123,9 +123,7 @@ class FlowControl:
     def _reachable(self) -> None:
         self._consecutive_failures = 0
         if self._state is not _State.CLOSED:
-            logger.info(
-                "circuit closed: the API answered again", extra={"event": "circuit_closed"}
-            )
+            logger.info("circuit closed: the API answered again", extra={"event": "circuit_closed"})
             self._cooldown = self._breaker.cooldown if self._breaker is not None else 0.0
             self._set_state(_State.CLOSED)
 

@@ -136,4 +136,6 @@ def test_no_option_turns_verification_off() -> None:
         "session_cache_ttl",
         "session_cache_size",
         "http_backend",
+        "tracer_provider",
+        "meter_provider",
     }
