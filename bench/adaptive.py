@@ -1,6 +1,6 @@
 """Adaptive concurrency (issue 13): does `concurrency="auto"` find a capacity it is not told?
 
-    python bench/adaptive.py                 # the full run (~14 min on 2 cores)
+    python bench/adaptive.py                 # the full run (~12 min on 2 cores)
     python bench/adaptive.py --quick         # a smoke test: short runs, fewer settings
     python bench/adaptive.py --capacities 32 --fixed 16,32,64 --repeat 3
 
