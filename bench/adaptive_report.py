@@ -229,11 +229,11 @@ def _sweep_text(settings: dict[str, Any], sweep: dict[str, Any]) -> list[str]:
     for capacity, entry in sweep.items():
         verdicts = entry["verdicts"]
         if not verdicts:
-            lines.append(f"N={capacity}: no verdict (a run failed)")
+            lines.append(f"- N={capacity}: no verdict (a run failed)")
             continue
         goodput, refused, p99 = verdicts["goodput"], verdicts["refused"], verdicts["p99"]
         lines.append(
-            f"N={capacity}: auto goodput {goodput['ratio']:.2f}x best fixed "
+            f"- N={capacity}: auto goodput {goodput['ratio']:.2f}x best fixed "
             f"({entry['best_fixed']}) (target >= {GOODPUT_RATIO}): {_met(goodput)}; "
             f"refused {refused['pct']:.2f}% (target <= {100 * REFUSED_LIMIT:g}%): {_met(refused)}; "
             f"p99 {_number(p99['ratio'], 2)}x best fixed's (target <= {P99_RATIO:g}x): {_met(p99)}"
@@ -273,11 +273,11 @@ def _halving_text(settings: dict[str, Any], halving: dict[str, Any]) -> list[str
             else f"{value:g} s"
         )
         lines.append(
-            f"c={concurrency}: refusals back under 1% per second after the halving: {said}"
+            f"- c={concurrency}: refusals back under 1% per second after the halving: {said}"
         )
     verdict = halving["verdicts"].get("recovery")
     if verdict is not None:
-        lines.append(f"target: auto within {RECOVERY_SECONDS:g} s: {_met(verdict)}")
+        lines.append(f"- target: auto within {RECOVERY_SECONDS:g} s: {_met(verdict)}")
     return lines
 
 
