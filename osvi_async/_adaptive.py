@@ -6,10 +6,12 @@ capacity answers in its *no-load* time; once more requests arrive than it serves
 and every answer takes longer. The controller compares each window's mean latency with the
 no-load latency and reads the difference as requests queued at the server:
 
-    queued = limit * (1 - no_load / latency)
+    queued = limit * (1 - 1.5 * no_load / latency)
 
-and keeps that between `alpha` and `beta` (3 and 6 times log10 of the limit, at least 3 and 6:
-Netflix concurrency-limits' Vegas thresholds): fewer queued and the API has room (raise the
+(a rise up to 1.5 times no-load is tolerated, as Netflix's Gradient2 does: a busy event loop,
+the client's or the API's, slows answers too, and more in flight still raises throughput
+there) and keeps that between `alpha` and `beta` (3 and 6 times log10 of the limit, at least
+3 and 6: Netflix concurrency-limits' Vegas thresholds): fewer queued and the API has room (raise the
 limit), more and requests only wait longer (lower it, in proportion, to what the latency says
 the API serves, plus `alpha`).
 
@@ -70,6 +72,10 @@ _MIN_WINDOW: Final = 8  # answers per decision at the least: fewer are mostly no
 _STRAY_REFUSALS: Final = 3
 _STRAY_SHARE: Final = 0.05
 _STRONG_SHARE: Final = 0.2
+# Latency up to this multiple of no-load is not read as a queue: a busy client's or server's
+# event loop slows answers too, and more in flight still raises throughput there
+# (Gradient2's default rttTolerance in Netflix concurrency-limits).
+_TOLERANCE: Final = 1.5
 _PROBE_FRACTION: Final = 4  # a baseline probe runs at limit // this
 _OVERLOAD_STATUSES: Final = frozenset({429, 503, 504})
 
@@ -195,16 +201,19 @@ class AdaptiveLimit:
             # The API's limit: it was holding at most `taken` of ours when it refused one
             # (fewer if other refusals were still on their way back). Stay at or under that
             # for a while, and go below it by at least half the share refused.
-            # A few refusals (under a fifth of the window) hold the limit there only briefly:
-            # stray errors come in such clusters too, now and then.
-            # A collapse to under half the limit is an outage, not a limit: no ceiling, so
-            # the limit climbs back as soon as the API answers again.
+            # - The while is long (probe_every) only for an API that refuses without first
+            #   queueing (no latency warning: only refusals find its limit) and for a strong
+            #   burst (a fifth of the window or more: stray errors cluster too, now and then).
+            #   Otherwise the latency signal guards the level, and the while is a tenth.
+            # - A collapse to under half the limit is an outage, not a limit: no ceiling, so
+            #   the limit climbs back as soon as the API answers again.
             share = refused / count
             self._slow_start = False
             if taken >= previous / 2:
+                warned = mean > 0 and self._queued(previous, mean) >= _alpha(previous)
+                strong = share >= _STRONG_SHARE and not warned
                 self._ceiling = max(self._minimum, int(taken))
-                hold = self._probe_every if share >= _STRONG_SHARE else self._probe_every / 10
-                self._ceiling_until = now + hold
+                self._ceiling_until = now + self._probe_every / (1 if strong else 10)
             limit = min(taken - 1, previous * (1.0 - share / 2))
         elif mean <= 0:
             return False
@@ -239,9 +248,13 @@ class AdaptiveLimit:
                 self._not_faster = 0
         self._lowered_at_mean = mean
 
+    def _queued(self, limit: int, mean: float) -> float:
+        """Requests the latency says wait at the API, beyond the rise it tolerates."""
+        return limit * (1.0 - _TOLERANCE * self._no_load / mean)
+
     def _next_limit(self, limit: int, mean: float) -> float:
         """Vegas: hold the estimated queue at the API between alpha and beta."""
-        queued = limit * (1.0 - self._no_load / mean)
+        queued = self._queued(limit, mean)
         log = max(1.0, math.log10(limit))
         alpha, beta = 3 * log, 6 * log
         if self._slow_start:
@@ -254,11 +267,15 @@ class AdaptiveLimit:
             return limit + log
         if queued > beta:
             # What the latency says the API serves at once, plus a small queue to keep it busy.
-            return max(limit / 2, limit * self._no_load / mean + alpha)
+            return max(limit / 2, limit * _TOLERANCE * self._no_load / mean + alpha)
         return limit
 
     def _clamp(self, limit: float) -> int:
         return max(self._minimum, min(self._maximum, int(limit)))
+
+
+def _alpha(limit: int) -> float:
+    return 3 * max(1.0, math.log10(limit))
 
 
 class ConcurrencySlots:
