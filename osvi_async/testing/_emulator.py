@@ -61,6 +61,15 @@ class _CountingServer(web.Server):
             app.handle, handler_cancellation=True, request_factory=self._request, **kwargs
         )
         self._observations = observations
+        # Every connection's transport until it is lost, so `close_leftovers` can close any
+        # that aiohttp's own shutdown missed (ones accepted while it was stopping).
+        self._transports: dict[web.RequestHandler, asyncio.Transport] = {}
+
+    def close_leftovers(self) -> None:
+        """Close the transports of connections still open after the server shut down."""
+        transports, self._transports = self._transports, {}
+        for transport in transports.values():
+            transport.abort()
 
     @staticmethod
     def _request(
@@ -84,12 +93,14 @@ class _CountingServer(web.Server):
 
     def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
         self._observations.connection_opened()
+        self._transports[handler] = transport
         super().connection_made(handler, transport)
 
     def connection_lost(
         self, handler: web.RequestHandler, exc: BaseException | None = None
     ) -> None:
         self._observations.connection_closed()
+        self._transports.pop(handler, None)
         super().connection_lost(handler, exc)
 
 
@@ -251,6 +262,12 @@ class OsviEmulator:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            server = runner.server
+            if isinstance(server, _CountingServer):
+                # A connection accepted while aiohttp was stopping is not closed by it, and
+                # would surface as a ResourceWarning in the user's test run.
+                server.close_leftovers()
+                await asyncio.sleep(0)  # let the aborted transports report their loss
         if self._app is not None:
             await self._app.cancel_detached()
 
