@@ -19,8 +19,9 @@ closes the client: no note is cut off half-way.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
@@ -33,11 +34,16 @@ logger = logging.getLogger("fastapi_app")
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The app's own start-up and shutdown, around the OSVI client's (which opens first)."""
-    async with osvi_lifespan(timeout=10.0)(app):
+async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
+    """The app's own start-up and shutdown, around the OSVI client's (which opens first).
+
+    Configure OpenTelemetry (if you use it) before entering osvi_lifespan: the client looks
+    for it when it is built. Yielding the state lets applications mounted on this one find
+    the client too.
+    """
+    async with osvi_lifespan(timeout=10.0)(app) as state:
         logger.info("ready")
-        yield
+        yield state
         logger.info("shutting down")
     client: OsviClient = app.state.osvi_client
     logger.info("OSVI client closed: %s", client.closed)

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import aiohttp
 import attrs
@@ -303,13 +303,16 @@ def untracked_connections(lines: Sequence[str], port: int | None) -> tuple[str, 
 
 
 @contextlib.asynccontextmanager
-async def serve_in_process(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn in this event loop, lifespan on; yields its base URL.
+async def serve_in_process(
+    app: ASGIApp, *, lifespan: Literal["on", "off"] = "on"
+) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn in this event loop, lifespan on unless told; yields its
+    base URL.
 
     Leaving stops it the way SIGTERM does (`should_exit`): requests in flight finish, then the
     lifespan's shutdown runs. uvicorn's logging is left alone (`log_config=None`).
     """
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan=lifespan, log_config=None)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from osvi_async import ClientValidationError, OsviClient
 from osvi_async.integrations.fastapi import (
@@ -109,12 +110,106 @@ async def test_dependency_without_the_lifespan_raises_one_line_error(
         async with http.post(f"{base_url}/sessions/{session_id}/notes/lost") as response:
             assert response.status == 500
             text = await response.text()
-    assert text.startswith("LifespanNotInstalledError: no OsviClient on app.state")
+    assert text.startswith("LifespanNotInstalledError: no OsviClient in request.state or app")
     assert "lifespan=osvi_lifespan()" in text
     assert "\n" not in text
     assert osvi_emulator.requests("inject_context") == 0
     with pytest.raises(LifespanNotInstalledError):
         get_osvi_client(Request({"type": "http", "app": Starlette()}))
+
+
+def _show_wiring_errors(app: FastAPI) -> None:
+    """Answer LifespanNotInstalledError as a 500 whose body is its type and message."""
+
+    @app.exception_handler(LifespanNotInstalledError)
+    async def show(request: Request, error: Exception) -> PlainTextResponse:
+        return PlainTextResponse(f"{type(error).__name__}: {error}", status_code=500)
+
+
+async def test_mounted_applications_get_the_outer_lifespans_client(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """A FastAPI app mounted with app.mount and a Starlette Mount both get the client that the
+    outer app's osvi_lifespan opened (through the lifespan state), and their notes land."""
+    session_id = osvi_emulator.create_session()
+    fastapi_sub = _note_app(FastAPI())
+
+    async def add_note(request: Request) -> JSONResponse:
+        client = get_osvi_client(request)
+        await client.inject_context(request.path_params["session_id"], "from starlette mount")
+        return JSONResponse({"client": id(client)})
+
+    starlette_sub = Starlette(routes=[Route("/{session_id}", add_note, methods=["POST"])])
+    lifespan = osvi_lifespan(osvi_emulator.api_token, base_url=osvi_emulator.base_url)
+    app = FastAPI(lifespan=lifespan, routes=[Mount("/starlette", starlette_sub)])
+    app.mount("/fastapi", fastapi_sub)
+    async with serve_in_process(app) as base_url:
+        answers = await _post_all(
+            base_url,
+            [
+                f"/fastapi/sessions/{session_id}/notes/from fastapi mount",
+                f"/starlette/{session_id}",
+            ],
+        )
+    assert [answer["client"] for answer in answers] == [id(app.state.osvi_client)] * 2
+    assert sorted(osvi_emulator.applied(session_id)) == [
+        "from fastapi mount",
+        "from starlette mount",
+    ]
+    assert app.state.osvi_client.closed
+
+
+async def test_a_composed_lifespans_merged_state_reaches_mounted_applications(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """The app's own lifespan yields {**osvi_state, ...}: a mounted app's route sees the client
+    and the app's own state key."""
+    session_id = osvi_emulator.create_session()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
+        osvi = osvi_lifespan(osvi_emulator.api_token, base_url=osvi_emulator.base_url)
+        async with osvi(app) as state:
+            yield {**state, "greeting": "merged"}
+
+    sub = FastAPI()
+
+    @sub.post("/sessions/{session_id}")
+    async def add_note(session_id: str, request: Request, client: OsviClientDep) -> dict[str, int]:
+        await client.inject_context(session_id, request.state.greeting)
+        return {"client": id(client)}
+
+    app = FastAPI(lifespan=lifespan)
+    app.mount("/sub", sub)
+    async with serve_in_process(app) as base_url:
+        answers = await _post_all(base_url, [f"/sub/sessions/{session_id}"])
+    assert answers == [{"client": id(app.state.osvi_client)}]
+    assert osvi_emulator.applied(session_id) == ("merged",)
+
+
+async def test_a_closed_client_left_by_an_ended_lifespan_raises_the_one_line_error(
+    osvi_emulator: OsviEmulator,
+) -> None:
+    """Served again without its lifespan after one ran (TestClient outside 'with' after
+    another test): LifespanNotInstalledError saying the lifespan ended, nothing sent."""
+    session_id = osvi_emulator.create_session()
+    lifespan = osvi_lifespan(osvi_emulator.api_token, base_url=osvi_emulator.base_url)
+    app = _note_app(FastAPI(lifespan=lifespan))
+    _show_wiring_errors(app)
+    async with serve_in_process(app):
+        pass
+    assert app.state.osvi_client.closed
+    async with (
+        serve_in_process(app, lifespan="off") as base_url,
+        aiohttp.ClientSession() as http,
+        http.post(f"{base_url}/sessions/{session_id}/notes/late") as response,
+    ):
+        assert response.status == 500
+        text = await response.text()
+    assert text.startswith("LifespanNotInstalledError: lifespan not running: ")
+    assert "is closed" in text
+    assert "\n" not in text
+    assert osvi_emulator.requests("inject_context") == 0
 
 
 async def test_invalid_client_options_stop_the_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
