@@ -24,7 +24,7 @@ import os
 from aiohttp import web
 
 from osvi_async import ClientValidationError, NotFoundError, OsviError
-from osvi_async.integrations.aiohttp import OSVI_CLIENT, osvi_client_context
+from osvi_async.integrations.aiohttp import OSVI_CLIENT, get_osvi_client, osvi_client_context
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
 logger = logging.getLogger("aiohttp_app")
@@ -34,13 +34,16 @@ routes = web.RouteTableDef()
 @routes.post("/customers/{customer_id}/notes")
 async def add_note(request: web.Request) -> web.Response:
     """Append the note to the customer's active session with the agent."""
-    body = await request.json()
+    try:
+        body = await request.json()
+    except ValueError as error:  # not JSON, or not UTF-8: the caller's mistake, not ours
+        raise web.HTTPBadRequest(text="expected a JSON object") from error
     if not isinstance(body, dict):
         raise web.HTTPUnprocessableEntity(text="expected a JSON object")
     agent_uuid, note = body.get("agent_uuid"), body.get("note")
     if not isinstance(agent_uuid, str) or not isinstance(note, str):
         raise web.HTTPUnprocessableEntity(text="'agent_uuid' and 'note' must be strings")
-    client = request.app[OSVI_CLIENT]
+    client = get_osvi_client(request)
     try:
         result = await client.inject_context_for_customer(
             request.match_info["customer_id"], agent_uuid, note

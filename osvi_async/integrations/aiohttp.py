@@ -3,10 +3,10 @@
 ::
 
     from aiohttp import web
-    from osvi_async.integrations.aiohttp import OSVI_CLIENT, osvi_client_context
+    from osvi_async.integrations.aiohttp import get_osvi_client, osvi_client_context
 
     async def add_note(request: web.Request) -> web.Response:
-        client = request.app[OSVI_CLIENT]
+        client = get_osvi_client(request)
         result = await client.inject_context_for_customer(...)
         return web.json_response({"session_id": result.session_id}, status=201)
 
@@ -31,10 +31,26 @@ from aiohttp import web
 from osvi_async._client import OsviClient
 from osvi_async.integrations._options import takes_client_options
 
-__all__ = ["OSVI_CLIENT", "osvi_client_context"]
+__all__ = [
+    "OSVI_CLIENT",
+    "CleanupContextNotInstalledError",
+    "get_osvi_client",
+    "osvi_client_context",
+]
 
 OSVI_CLIENT: Final = web.AppKey("osvi_client", OsviClient)
-"""The application key of the client: `request.app[OSVI_CLIENT]`."""
+"""The application key of the client: `request.config_dict[OSVI_CLIENT]` (which also finds it
+from a sub-application's handlers), or `app[OSVI_CLIENT]` on the application that has the
+cleanup context."""
+
+
+class CleanupContextNotInstalledError(RuntimeError):
+    """A handler asked for the OSVI client, but no `osvi_client_context` is running for its
+    application or any application it was added to.
+
+    A mistake in the application's wiring, not a failure of the API: no request was sent.
+    """
+
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -62,3 +78,24 @@ def osvi_client_context(*args: Any, **client_options: Any) -> CleanupContext:
             yield
 
     return osvi_client
+
+
+def get_osvi_client(request: web.Request) -> OsviClient:
+    """The client `osvi_client_context` opened, for a handler of its application or of a
+    sub-application added to it with `add_subapp` (looked up in `request.config_dict`).
+
+    Raises:
+        CleanupContextNotInstalledError: No application of this request has the cleanup
+            context, or its cleanup has run (the client is closed).
+    """
+    client = request.config_dict.get(OSVI_CLIENT)
+    if client is None:
+        raise CleanupContextNotInstalledError(
+            "no OsviClient in the application: append osvi_client_context() to "
+            "app.cleanup_ctx (of this application, or of the one it was added to as a sub-app)"
+        )
+    if client.closed:
+        raise CleanupContextNotInstalledError(
+            "the OsviClient of osvi_client_context is closed: the application's cleanup has run"
+        )
+    return client
