@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from osvi_async._config import RetryEvent, RetryPolicy
 from osvi_async._decode import escape_controls, status_error
 from osvi_async._endpoints import Endpoint
+from osvi_async._logging import api_code, failure_for_logs
 from osvi_async._retry import (
     Backoff,
     failure_summary,
@@ -80,6 +81,7 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
     policy: RetryPolicy,
     session_id: str = "",
     target: str | None = None,
+    log_target: str | None = None,
     entry: str = "",
     gate: AttemptGate | None = None,
     resent: bool = False,
@@ -88,7 +90,10 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
     """Run one call of `endpoint` with retries, and return its decoded, accepted result.
 
     `session_id` is the session the request is for ("" when it is addressed otherwise),
-    `target` what messages call it when not "session <id>", `entry` the text the endpoint's
+    `target` what error messages call it when not "session <id>", `log_target` what log
+    records call it instead (a customer-addressed call: its pseudonym, never the id; the
+    records then leave out error messages, which may name the customer), `entry` the text the
+    endpoint's
     `accept` checks the answer against. `resent` says an earlier send of the same request
     (an earlier call or run) may have applied it: the call starts as if after an attempt that
     may still apply. `telemetry`, when given, traces and counts the call (`_telemetry`).
@@ -96,7 +101,8 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
     if telemetry is not None:
         return await telemetry.call(
             call, transport, endpoint, url, body, timeout=timeout, policy=policy,
-            session_id=session_id, target=target, entry=entry, gate=gate, resent=resent,
+            session_id=session_id, target=target, log_target=log_target, entry=entry,
+            gate=gate, resent=resent,
         )  # fmt: skip
     started = time.monotonic()
     number = 1
@@ -141,13 +147,17 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
                 if delay is not None and gate is not None and not gate.allow_retry():
                     delay = None
             if delay is None:
-                _give_up(error, endpoint, applied, number, target or f"session {session_id}")
+                what = target or f"session {session_id}"
+                _give_up(error, endpoint, applied, number, what, log_target)
                 if error is failure:
                     raise
                 raise error from None
             # A cancel that the transport turned into another error must not lead to a resend.
             raise_if_cancelling()
-            _before_sleep(policy, endpoint, error, number, delay, target or f"session {session_id}")
+            _before_sleep(
+                policy, endpoint, error, number, delay, log_target or f"session {session_id}",
+                private=log_target is not None,
+            )  # fmt: skip
             previous = error
             await policy.sleep(delay)
             raise_if_cancelling()  # a custom sleep may have swallowed the cancel
@@ -158,12 +168,18 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
         return result
 
 
-def _give_up(
-    error: OsviError, endpoint: Endpoint[T], applied: bool, number: int, what: str
+def _give_up(  # noqa: PLR0917 - private; what the error and the log line say
+    error: OsviError,
+    endpoint: Endpoint[T],
+    applied: bool,
+    number: int,
+    what: str,
+    log_what: str | None,
 ) -> None:
-    """Mark the final error: which call failed, whether any attempt may have applied the
-    request, and if so what a repeat could do (the endpoint's recovery hint); log it at
-    DEBUG (the caller gets the error itself; the line closes the retry lines' story)."""
+    """Mark the final error: which call failed (`what`), whether any attempt may have applied
+    the request, and if so what a repeat could do (the endpoint's recovery hint); log it at
+    DEBUG (the caller gets the error itself; the line closes the retry lines' story), naming
+    the call `log_what` when given (a customer's pseudonym: the error names the customer)."""
     error.may_have_been_applied = applied
     message = error.message
     prefix = f"{endpoint.name} for {what}"
@@ -177,9 +193,9 @@ def _give_up(
     logger.debug(
         "%s for %s: giving up after %d attempt(s) (%s)",
         endpoint.name,
-        what,
+        log_what or what,
         number,
-        failure_summary(error),
+        _summary(error, private=log_what is not None),
         extra=_fields("give_up", endpoint, number, None, error)
         | {"may_have_been_applied": applied},
     )
@@ -188,7 +204,8 @@ def _give_up(
 def _fields(
     event: str, endpoint: Endpoint[T], attempt: int, delay: float | None, error: OsviError
 ) -> dict[str, object]:
-    """A log record's structured fields (`extra`): bounded values, no server free text."""
+    """A log record's structured fields (`extra`): bounded values, no server free text (a
+    code only when it looks like one)."""
     fields: dict[str, object] = {
         "event": event,
         "endpoint": endpoint.name,
@@ -199,9 +216,19 @@ def _fields(
         fields["delay"] = delay
     if isinstance(error, APIStatusError):
         fields["status"] = error.status
-        if error.code is not None:
-            fields["code"] = escape_controls(error.code)
+        code = api_code(error.code)
+        if code is not None:
+            fields["code"] = code
     return fields
+
+
+def _summary(error: OsviError, *, private: bool) -> str:
+    """The failure for a log line: status and code (when it is one) for an answer; for a
+    call that names a customer (`private`), no error message (it may quote the URL, which
+    holds the id, or a server's echo), else the message, control characters escaped."""
+    if private or isinstance(error, APIStatusError):
+        return failure_for_logs(error)
+    return failure_summary(error)
 
 
 def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
@@ -211,13 +238,15 @@ def _before_sleep(  # noqa: PLR0917 - what the retry log line and hook report
     number: int,
     delay: float,
     what: str,
+    *,
+    private: bool,
 ) -> None:
     logger.info(
         "%s for %s: attempt %d failed (%s); retrying in %.3f s",
         endpoint.name,
         what,
         number,
-        failure_summary(error),
+        _summary(error, private=private),
         delay,
         extra=_fields("retry", endpoint, number, delay, error),
     )

@@ -38,6 +38,7 @@ from osvi_async._endpoints import (
     Endpoint,
 )
 from osvi_async._flow import FlowControl
+from osvi_async._logging import customer_pseudonym
 from osvi_async._sessions import SessionCache, inject_for_customer
 from osvi_async._telemetry import resolve as resolve_telemetry
 from osvi_async._transport import HttpBackend, closed_client_error, open_transport
@@ -641,9 +642,12 @@ class OsviClient:
         if self._transport.closed:
             raise closed_client_error()
         attempt_timeout, policy = self._call_options(timeout, retry)
-        target = f"customer {customer_id!r}"
+        # Errors raised to the caller name the customer (the caller's own data); log records
+        # name a pseudonym, so that no customer id (personal data) lands in a log store.
+        target, log_target = f"customer {customer_id!r}", customer_pseudonym(customer_id)
         if agent_uuid is not None:
             target += f" with agent {agent_uuid!r}"
+            log_target += f" with agent {agent_uuid!r}"
         return await call(
             self._transport,
             endpoint,
@@ -653,6 +657,7 @@ class OsviClient:
             policy=policy,
             session_id=session_id,
             target=target,
+            log_target=log_target,
             gate=gate,
             telemetry=self._telemetry,
         )

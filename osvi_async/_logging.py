@@ -8,12 +8,16 @@ server echoed into a message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Final
+
+from osvi_async.errors import APIStatusError, OsviError
 
 FIELDS: Final = (
     "event",
@@ -29,6 +33,37 @@ FIELDS: Final = (
 """The structured fields SDK records may carry (`extra`), in the order JSON lines show them."""
 
 REDACTED: Final = "[REDACTED]"
+
+# What an API error code looks like ("session_not_found", "engine_rejected"). Anything else a
+# server put there (a 422's joined messages, an echo of the request, an upstream's sentence)
+# is free text that may quote the context or a customer id: it stays out of log records and
+# span attributes (the raised error keeps it, for the caller).
+_API_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def api_code(code: str | None) -> str | None:
+    """`code` if it looks like an API error code (`^[a-z][a-z0-9_]{0,63}$`), else None."""
+    if code is not None and _API_CODE.fullmatch(code):
+        return code
+    return None
+
+
+def customer_pseudonym(customer_id: str) -> str:
+    """How log records name a customer: `customer #` and the first 8 hex digits of the id's
+    SHA-256. The same customer reads the same in every line (operators can follow one), and
+    the id itself, personal data, is in none."""
+    digest = hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"customer #{digest[:8]}"
+
+
+def failure_for_logs(error: OsviError) -> str:
+    """A failure in words a log record may carry: `HTTP <status> <code>` for an answered
+    failure (the code only when it is one), else the error's class; never its message, which
+    may name a customer or quote what a server sent."""
+    if isinstance(error, APIStatusError):
+        code = api_code(error.code)
+        return f"HTTP {error.status} {code}" if code else f"HTTP {error.status}"
+    return type(error).__name__
 
 
 def _stderr_line(line: str) -> None:

@@ -15,12 +15,11 @@ attempt loop inside a call span, through two thin wrappers made for that call:
 
 Attributes are bounded and never carry the token, the context text or customer ids: the URL
 template, not the URL's query (customer-addressed lookups carry the customer id there), and an
-error code only when it is a short machine-readable word. docs/observability.md has the tables.
+error code only when it looks like one (`_logging.api_code`). docs/observability.md has the tables.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 import weakref
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from osvi_async._config import RetryPolicy
+from osvi_async._logging import api_code
 from osvi_async.errors import APIStatusError, ClientValidationError, OsviError
 
 if TYPE_CHECKING:
@@ -54,9 +54,6 @@ ENDPOINT: Final = "osvi.endpoint"
 OUTCOME: Final = "osvi.outcome"
 CIRCUIT_STATE: Final = "osvi.circuit.state"
 _CIRCUIT_STATES: Final = ("closed", "open", "half-open")
-# An API error code goes into attributes only when it is one short word ("session_not_found"),
-# never free text (a 422's joined messages may quote what was sent).
-_CODE_WORD: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 class BulkProbe(Protocol):
@@ -315,8 +312,9 @@ def _error_attributes(error: OsviError) -> dict[str, str | int | bool]:
     }
     if isinstance(error, APIStatusError):
         attributes["http.response.status_code"] = error.status
-        if error.code is not None and _CODE_WORD.fullmatch(error.code):
-            attributes["osvi.error.code"] = error.code
+        code = api_code(error.code)  # never free text: it may quote the context, or an id
+        if code is not None:
+            attributes["osvi.error.code"] = code
     return attributes
 
 

@@ -36,6 +36,7 @@ import aio_pika
 import attrs
 
 from osvi_async._lanes import refused_for_good
+from osvi_async._logging import failure_for_logs
 from osvi_async._validation import check_positive_int, check_seconds
 from osvi_async.errors import ItemHeldError, OsviError, RunStoppedError
 from osvi_async.models import InjectOutcome
@@ -247,7 +248,7 @@ class Worker:
                 logger.warning(
                     "worker: a message failed past its retries (%s); the unacked messages "
                     "went back to their queues; starting again in %.1f s",
-                    failure,
+                    failure_for_logs(failure),  # not its message: it may name a customer
                     delay,
                     extra={"event": "worker_restart", "delay": delay},
                 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
 
+import aiohttp
 import pytest
 from aioresponses import aioresponses
 from opentelemetry.metrics import NoOpMeterProvider
@@ -16,9 +18,9 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from osvi_async import CircuitBreaker, ClientValidationError, OsviClient, RetryPolicy
 from osvi_async._flow import FlowControl
-from osvi_async._logging import LineHandler
+from osvi_async._logging import LineHandler, api_code
 from osvi_async._telemetry import resolve
-from osvi_async.errors import BadRequestError, EngineRejectedError, ServerError
+from osvi_async.errors import BadRequestError, EngineRejectedError, NotFoundError, ServerError
 from tests.support import BASE_URL, INJECT_URL, SESSION_ID, TOKEN, FakeSleep
 
 OK = {"success": True, "data": {"session_id": SESSION_ID, "context": ["x"]}}
@@ -139,3 +141,95 @@ def test_text_line_is_level_and_message_with_the_exception_on_one_line() -> None
     assert line.startswith("warning: bulk run: worker failed | Traceback")
     assert "ValueError: bad [REDACTED]" in line
     assert "\n" not in line
+
+
+PII_CUSTOMER = "cust-PII-7f3a9"
+PII_AGENT = "agent_emulator"
+PII_ACTIVE_URL = (
+    f"{BASE_URL}/v1/chat/session/active?customer_id={PII_CUSTOMER}&agent_uuid={PII_AGENT}"
+)
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    """Everything a handler could print of a record: its message and every field."""
+    return " ".join([record.getMessage(), *(str(value) for value in record.__dict__.values())])
+
+
+async def test_customer_lookup_logs_a_pseudonym_never_the_customer_id(
+    mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lookup by customer retried (a 503, a connection error quoting the URL) then refused
+    (a 404 echoing the id): no record, message or field, holds the customer id; they name
+    `customer #<8 hex of its sha256>`; the raised error still names the customer."""
+    pseudonym = "customer #" + hashlib.sha256(PII_CUSTOMER.encode()).hexdigest()[:8]
+    mocked.get(PII_ACTIVE_URL, status=503, payload={"success": False, "error": "busy"})
+    mocked.get(PII_ACTIVE_URL, exception=aiohttp.ServerDisconnectedError(PII_ACTIVE_URL))
+    mocked.get(
+        PII_ACTIVE_URL,
+        status=404,
+        payload={"success": False, "error": f"no active session for {PII_CUSTOMER}"},
+    )
+    caplog.set_level(logging.DEBUG, logger="osvi_async")
+    policy = RetryPolicy(sleep=FakeSleep(), random=lambda: 0.5)
+    async with OsviClient(TOKEN, base_url=BASE_URL, retry=policy) as client:
+        with pytest.raises(NotFoundError) as caught:
+            await client.get_active_session(PII_CUSTOMER, PII_AGENT)
+    assert PII_CUSTOMER in str(caught.value)  # the caller's own data, in the caller's error
+    records = [r for r in caplog.records if getattr(r, "event", None)]
+    assert [r.event for r in records] == ["retry", "retry", "give_up"]  # type: ignore[attr-defined]
+    handler = LineHandler(json_lines=True)
+    for record in records:
+        assert PII_CUSTOMER not in _record_text(record)
+        assert PII_CUSTOMER not in handler.line(record)
+        assert f"get_active_session for {pseudonym} with agent 'agent_emulator'" in (
+            record.getMessage()
+        )
+    assert records[0].code == "busy"  # type: ignore[attr-defined]
+    assert not hasattr(records[2], "code")  # free text is not a code
+
+
+async def test_free_text_error_codes_stay_out_of_logs_and_attributes(
+    mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server's free-text `error` (an upstream sentence echoing the context) goes into no
+    log field, log message or span attribute; a code-like word does."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    echo = f"Python engine returned 500 for POST /v1/chat/session/{SESSION_ID}/inject_context"
+    mocked.post(INJECT_URL, status=400, payload={"success": False, "error": echo})
+    mocked.post(INJECT_URL, status=400, payload={"success": False, "error": "context_too_long"})
+    caplog.set_level(logging.DEBUG, logger="osvi_async")
+    async with OsviClient(TOKEN, base_url=BASE_URL, tracer_provider=provider) as client:
+        for _ in range(2):
+            with pytest.raises(BadRequestError):
+                await client.inject_context(SESSION_ID, "x")
+    free, word = [r for r in caplog.records if getattr(r, "event", None) == "give_up"]
+    assert not hasattr(free, "code")
+    assert "Python engine" not in free.getMessage()
+    assert word.code == "context_too_long"  # type: ignore[attr-defined]
+    calls = [span for span in spans.get_finished_spans() if span.name == "osvi inject_context"]
+    assert [(span.attributes or {}).get("osvi.error.code") for span in calls] == [
+        None,
+        "context_too_long",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [
+        ("session_not_found", True),
+        ("busy", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("cust-PII-7f3a9", False),
+        ("Session_Not_Found", False),
+        ("no such session", False),
+        ("9lives", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_api_code_keeps_only_code_like_words(code: str | None, kept: bool) -> None:
+    """Only `^[a-z][a-z0-9_]{0,63}$` counts as an API error code in logs and attributes."""
+    assert api_code(code) == (code if kept else None)
