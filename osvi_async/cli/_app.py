@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from logging import ERROR
 from pathlib import Path
 from typing import IO, Literal, cast
 
@@ -62,6 +63,7 @@ from osvi_async.cli._common import (
     no_active_session,
     non_blank,
     run_coroutine,
+    stderr_line,
 )
 from osvi_async.cli._dead_letters import dead_letters
 from osvi_async.cli._options import MAX_CONCURRENCY, Concurrency, FiniteFloat, usage_line
@@ -116,11 +118,11 @@ def run(args: Sequence[str] | None = None) -> int:
             # Results go to stdout only after the call returned: if it changed something,
             # that is done; a script must not send it again because the printing failed.
             done = "; the request itself went through" if request_started() else ""
-            click.echo(f"error: cannot write output: {error.reason}{done}", err=True)
+            stderr_line(f"cannot write output: {error.reason}{done}", event="error", level=ERROR)
         return EXIT_FAILED
     except Exception as error:  # the last resort: one line, never a traceback
         text = Output(_given_token(args), results=False).redact(visible(str(error)))
-        click.echo(f"error: internal error: {type(error).__name__}: {text}", err=True)
+        stderr_line(f"internal error: {type(error).__name__}: {text}", event="error", level=ERROR)
         return EXIT_FAILED
     return code
 
@@ -136,10 +138,10 @@ def _run_click(args: Sequence[str] | None) -> int:
         click.echo(usage_line(error), err=True)
         return EXIT_USAGE
     except click.ClickException as error:
-        click.echo(f"error: {visible(error.format_message())}", err=True)
+        stderr_line(visible(error.format_message()), event="error", level=ERROR)
         return error.exit_code
     except click.Abort:
-        click.echo("error: aborted", err=True)
+        stderr_line("aborted", event="error", level=ERROR)
         return EXIT_FAILED
     return code if isinstance(code, int) else 0
 
@@ -339,27 +341,34 @@ def bulk(
                 writer.close()
     failure = writer.failure if writer is not None else None
     if failure is None:
-        _print_line(console, counts.summary(stop))
+        _print_line(console, counts.summary(stop), event="summary")
         code = counts.exit_code(stop)
     else:
-        _print_line(console, counts.summary(stop, stopped_by="a failed report write (at once)"))
-        click.echo(
-            f"error: cannot write report {report}: {failure.strerror or failure}; "
+        summary = counts.summary(stop, stopped_by="a failed report write (at once)")
+        _print_line(console, summary, event="summary")
+        stderr_line(
+            f"cannot write report {report}: {failure.strerror or failure}; "
             "the run stopped at once. "
             "Free some space, then run again with --resume",
-            err=True,
+            event="error",
+            level=ERROR,
         )
         code = counts.exit_code(stop) or EXIT_FAILED
     if code:
         raise click.exceptions.Exit(code)
 
 
-def _print_line(console: Console, text: str) -> None:
-    """Print `text` as one line, however narrow the console (80 columns in a CI log or pipe).
+def _print_line(console: Console, text: str, *, event: str = "notice") -> None:
+    """Print `text` as one line, however narrow the console (80 columns in a CI log or pipe);
+    with `--log-format json`, as a JSON record named `event`.
 
     Scripts and people grep these lines (the summary, "stopping"): rich would wrap them.
     """
-    console.print(text, soft_wrap=True, markup=False, highlight=False)
+    stderr_line(
+        text,
+        event=event,
+        write=lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False),
+    )
 
 
 def _identify(input_path: str, fmt: InputFormat, limit: int) -> InputIdentity | None:

@@ -58,6 +58,7 @@ _HTTP_BACKEND_KEY: Final = "osvi_async.http_backend"
 TIMEOUT: Final = FiniteFloat(min=0, min_open=True)
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _SDK_LOGGER: Final = "osvi_async"
+_CLI_LOGGER: Final = "osvi_async.cli"
 _log_lines: LineHandler | None = None  # the handler --log-level / --log-format installed
 
 
@@ -113,7 +114,7 @@ class Output:
         The message is printed as is, with control characters escaped (a newline as `\\n`),
         so an id or a server's text shows exactly, spaces included.
         """
-        click.echo(f"error: {self.redact(visible(message))}", err=True)
+        stderr_line(self.redact(visible(message)), event="error", level=logging.ERROR)
         return click.exceptions.Exit(code)
 
 
@@ -285,7 +286,7 @@ def log_options(command: F) -> F:
     """
     command = click.option(
         "--log-format",
-        type=click.Choice(("text", "json")),
+        type=click.Choice(("text", "json"), case_sensitive=False),
         default="text",
         show_default=True,
         help="SDK log records on stderr: 'level: message' lines, or JSON lines with the "
@@ -303,6 +304,7 @@ def configure_logs(level: str | None, log_format: str) -> None:
     """Install one line handler on the SDK's logger, if --log-level or a non-default
     --log-format asked for it; the token (once known, see `make_client`) is redacted."""
     global _log_lines  # noqa: PLW0603 - one handler per process, as logging's own state
+    log_format = log_format.lower()  # --log-format JSON, like --log-level DEBUG
     if level is None and log_format == "text":
         return
     logger = logging.getLogger(_SDK_LOGGER)
@@ -319,6 +321,37 @@ def configure_logs(level: str | None, log_format: str) -> None:
 def log_lines() -> LineHandler | None:
     """The handler `configure_logs` installed (None: the options were not given)."""
     return _log_lines
+
+
+def json_logs() -> bool:
+    """Whether `--log-format json` is on: then every line the CLI writes on stderr (an error,
+    a run's summary, a worker's counters) is a JSON record too, and no progress bar is drawn."""
+    return _log_lines is not None and _log_lines.json_lines
+
+
+def stderr_line(
+    text: str,
+    *,
+    event: str,
+    level: int = logging.INFO,
+    write: Callable[[str], None] | None = None,
+    **fields: object,
+) -> None:
+    """One of the CLI's own lines on stderr: with `--log-format json`, a JSON record
+    (`event`, `level`, `message`; through the log handler, whatever `--log-level`: it is the
+    command's output, not a diagnostic); else `text` as a line (`error: text` for an error),
+    through `write` if given, exactly as without logging options."""
+    handler = _log_lines
+    if handler is not None and handler.json_lines:
+        record = logging.LogRecord(_CLI_LOGGER, level, __file__, 0, text, None, None)
+        record.__dict__.update(fields, event=event)
+        handler.handle(record)
+        return
+    line = f"error: {text}" if level >= logging.ERROR else text
+    if write is None:
+        click.echo(line, err=True)
+    else:
+        write(line)
 
 
 def _keep_http_backend(ctx: click.Context, param: click.Parameter, value: str) -> str:

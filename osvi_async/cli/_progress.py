@@ -25,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from osvi_async.cli._common import log_lines
+from osvi_async.cli._common import json_logs, log_lines
 
 if TYPE_CHECKING:
     from osvi_async.cli._bulk_run import BulkCounts
@@ -132,6 +132,7 @@ class BulkProgress(LiveBar):
             console=console,
             refresh_per_second=10,
             transient=False,
+            disable=json_logs(),  # JSON lines only on stderr: the summary says the totals
         )
         self._task: TaskID = self._progress.add_task(
             description,

@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import click
 
@@ -44,6 +44,7 @@ from osvi_async.cli._common import (
     log_lines,
     make_client,
     run_coroutine,
+    stderr_line,
 )
 from osvi_async.cli._options import MAX_CONCURRENCY, FiniteFloat
 from osvi_async.cli._output import visible
@@ -89,6 +90,12 @@ def summary_line(stats: WorkerStats, stop: GracefulStop, report_failed: bool) ->
             "delivers them again, flagged as possible duplicates)"
         )
     return line
+
+
+class _Say(Protocol):
+    """Writes one of the worker command's own lines; `event` names its JSON record."""
+
+    def __call__(self, text: str, event: str = "notice") -> None: ...
 
 
 class _LogLines(logging.Handler):
@@ -186,9 +193,10 @@ def worker(
     client = make_client(token, base_url, timeout, concurrency=concurrency)
     redact = Redactor.of(broker_url, token)
 
-    def say(text: str) -> None:
-        # Our own lines (start, counters, summary): nothing secret in them to take out.
-        click.echo(visible(text), err=True)
+    def say(text: str, event: str = "notice") -> None:
+        # Our own lines (start, counters, summary): nothing secret in them to take out. With
+        # --log-format json, each is a JSON record named `event`.
+        stderr_line(visible(text), event=event)
 
     def say_redacted(text: str) -> None:
         # Lines with text from elsewhere (SDK and aio-pika errors).
@@ -222,7 +230,7 @@ def worker(
         if writer is not None:
             writer.close()
     failure = writer.failure if writer is not None else None
-    say(summary_line(stats, stop, failure is not None))
+    say(summary_line(stats, stop, failure is not None), "summary")
     if stop.signum is not None:
         raise click.exceptions.Exit(exit_code(stop.signum))
     raise click.exceptions.Exit(EXIT_FAILED)
@@ -239,7 +247,7 @@ async def _work(
     stats_every: float,
     writer: WorkerReportWriter | None,
     stop: GracefulStop,
-    say: Callable[[str], None],
+    say: _Say,
     say_redacted: Callable[[str], None],
 ) -> WorkerStats:
     from osvi_async.worker import Worker  # noqa: PLC0415 - the worker extra
@@ -256,7 +264,7 @@ async def _work(
         )
 
         def at_once() -> None:
-            say(summary_line(worker.stats, stop, False))
+            say(summary_line(worker.stats, stop, False), "summary")
             exit_now(exit_code(stop.signum or 0))
 
         with stop.installed():
@@ -270,7 +278,8 @@ async def _work(
             say(
                 f"worker: {partitions} partitions (osvi.inject.p0 to p{last}) on "
                 f"{shown_url(url)}, prefetch {prefetch}, concurrency {concurrency}, "
-                f"grace {grace:g} s; stop with SIGINT or SIGTERM"
+                f"grace {grace:g} s; stop with SIGINT or SIGTERM",
+                "worker_started",
             )
             async with worker:
                 ticker = asyncio.create_task(_tick(worker, stats_every, say))
@@ -285,12 +294,13 @@ def _report_failed(writer: WorkerReportWriter, worker: Worker, say: Callable[[st
     """A report that cannot grow: say so once and stop gracefully (exit 1)."""
     error = writer.failure
     reason = (error.strerror or str(error)) if error is not None else "unknown"
-    say(f"error: cannot write the report: {reason}; the worker stops")
+    text = f"cannot write the report: {reason}; the worker stops"
+    stderr_line(text, event="error", level=logging.ERROR, write=say)
     worker.stop()
 
 
-async def _tick(worker: Worker, every: float, say: Callable[[str], None]) -> None:
+async def _tick(worker: Worker, every: float, say: _Say) -> None:
     """Every `every` seconds, the counters on one line."""
     while True:
         await asyncio.sleep(every)
-        say(stats_line(worker.stats))
+        say(stats_line(worker.stats), "worker_stats")
