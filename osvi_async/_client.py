@@ -408,9 +408,14 @@ class OsviClient:
         # Waiting for a lookup another call started takes no longer than this call's own
         # lookup could: its deadline, or all its attempts timing out.
         wait_limit = policy.deadline or attempt_timeout * (policy.max_retries + 1)
-        return await inject_for_customer(
+        run = inject_for_customer(
             self._sessions, customer_id, agent_uuid, look_up, inject, wait_limit=wait_limit
         )
+        if self._telemetry is None:
+            return await run
+        # One span around the lookup and the inject: without a span of the caller's, they
+        # would be two unrelated root traces.
+        return await self._telemetry.operation("inject_context_for_customer", run)
 
     async def create_session(
         self,

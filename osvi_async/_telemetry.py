@@ -199,6 +199,27 @@ class Telemetry:
                 self._instruments.possible_duplicates.add(1, {ENDPOINT: name})
             return result
 
+    async def operation(self, name: str, run: Awaitable[T]) -> T:
+        """`run` (an SDK method made of several calls, as `inject_context_for_customer`'s
+        lookup and inject) inside one INTERNAL span, so that its calls share one trace.
+        Failures say their class only: an exception's text may name the customer."""
+        from opentelemetry.trace import SpanKind, StatusCode  # noqa: PLC0415
+
+        with self._tracer.start_as_current_span(
+            f"osvi {name}",
+            kind=SpanKind.INTERNAL,
+            attributes={ENDPOINT: name, **self._server},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await run
+            except BaseException as error:
+                span.set_attribute("error.type", type(error).__name__)
+                if isinstance(error, OsviError):
+                    span.set_status(StatusCode.ERROR, type(error).__name__)
+                raise
+
     def attempt_span(
         self, method: str, template: str, full: str, resend: int
     ) -> AbstractContextManager[Span]:

@@ -303,3 +303,22 @@ async def test_aiohttp_instrumentation_nests_under_each_attempt(recorder: Record
     assert len(inner) == 2
     assert all(span.kind is SpanKind.CLIENT for span in inner)
     assert {span.parent.span_id for span in inner if span.parent is not None} == outer
+
+
+async def test_inject_by_customer_is_one_trace(recorder: Recorder) -> None:
+    """Without a span of the caller's, `inject_context_for_customer`'s lookup and inject are
+    children of one `osvi inject_context_for_customer` root span, in one trace."""
+    async with OsviEmulator() as emulator:
+        session_id = emulator.create_session(agent_uuid=AGENT, customer_id=CUSTOMER)
+        async with recorder.client(emulator) as client:
+            await client.inject_context_for_customer(CUSTOMER, AGENT, CONTEXT)
+        assert emulator.applied(session_id) == (CONTEXT,)
+    spans = recorder.finished()
+    (root,) = by_name(spans, "osvi inject_context_for_customer")
+    assert root.parent is None
+    assert root.context is not None
+    assert {span.context.trace_id for span in spans if span.context} == {root.context.trace_id}
+    children = [span.name for span in by_name(spans, "osvi ") if span.parent is not None]
+    assert children == ["osvi get_active_session", "osvi inject_context"]
+    assert all(span.parent.span_id == root.context.span_id  # type: ignore[union-attr]
+               for span in by_name(spans, "osvi ") if span is not root)  # fmt: skip
