@@ -12,8 +12,8 @@ Run it against the emulator (or the real API, with your token)::
         -d '{"agent_uuid": "agent_emulator", "note": "Voice call ended: wants a refund."}'
 
 On SIGTERM (or Ctrl+C) `web.run_app` stops listening, lets the handlers in flight finish (up
-to `shutdown_timeout`), then runs the cleanup contexts: the client is closed last, once no
-handler can still use it, and the process exits 0.
+to `shutdown_timeout`, 10 s here), then runs the cleanup contexts: the client is closed last,
+once no handler can still use it, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -83,4 +83,5 @@ def create_app() -> web.Application:
 
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "8000"))
-    web.run_app(create_app(), host="127.0.0.1", port=port, access_log=None)
+    # Handlers in flight at SIGTERM get 10 s to finish (aiohttp's default is 60).
+    web.run_app(create_app(), host="127.0.0.1", port=port, access_log=None, shutdown_timeout=10)
