@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from osvi_async import InjectContextResult, OsviClient
 from osvi_async.integrations.aiohttp import OSVI_CLIENT, osvi_client_context
+from osvi_async.integrations.aiohttp import get_osvi_client as get_aiohttp_client
 from osvi_async.integrations.fastapi import OsviClientDep, get_osvi_client, osvi_lifespan
 
 app = FastAPI(lifespan=osvi_lifespan(timeout=5.0))
@@ -29,6 +30,11 @@ def starlette_route(request: Request) -> OsviClient:
 
 def aiohttp_handler(request: web.Request) -> OsviClient:
     return request.app[OSVI_CLIENT]
+
+
+def aiohttp_subapp_handler(request: web.Request) -> OsviClient:
+    assert_type(request.config_dict[OSVI_CLIENT], OsviClient)
+    return get_aiohttp_client(request)
 
 
 aiohttp_app = web.Application()
