@@ -210,7 +210,7 @@ class AdaptiveLimit:
             share = refused / count
             self._slow_start = False
             if taken >= previous / 2:
-                warned = mean > 0 and self._queued(previous, mean) >= _alpha(previous)
+                warned = mean > 0 and self._queued(previous, mean) >= _thresholds(previous)[1]
                 strong = share >= _STRONG_SHARE and not warned
                 self._ceiling = max(self._minimum, int(taken))
                 self._ceiling_until = now + self._probe_every / (1 if strong else 10)
@@ -255,8 +255,7 @@ class AdaptiveLimit:
     def _next_limit(self, limit: int, mean: float) -> float:
         """Vegas: hold the estimated queue at the API between alpha and beta."""
         queued = self._queued(limit, mean)
-        log = max(1.0, math.log10(limit))
-        alpha, beta = 3 * log, 6 * log
+        log, alpha, beta = _thresholds(limit)
         if self._slow_start:
             if queued <= beta:
                 return 2.0 * limit
@@ -274,8 +273,10 @@ class AdaptiveLimit:
         return max(self._minimum, min(self._maximum, int(limit)))
 
 
-def _alpha(limit: int) -> float:
-    return 3 * max(1.0, math.log10(limit))
+def _thresholds(limit: int) -> tuple[float, float, float]:
+    """log10 of the limit (at least 1), and Vegas's alpha and beta: 3 and 6 times that."""
+    log = max(1.0, math.log10(limit))
+    return log, 3 * log, 6 * log
 
 
 class ConcurrencySlots:
@@ -338,7 +339,7 @@ class AdaptiveConcurrency:
     """A run's slots with the limit that sizes them: what each attempt of an auto run takes
     before it goes out and gives back when it ends."""
 
-    __slots__ = ("_clock", "_limit", "_on_change", "slots")
+    __slots__ = ("_limit", "_on_change", "clock", "slots")
 
     def __init__(
         self,
@@ -347,7 +348,7 @@ class AdaptiveConcurrency:
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
-        self._clock = clock
+        self.clock = clock  # what attempts are stamped with as they go out, and learnt on
         self._on_change = on_change
         self._limit = AdaptiveLimit(maximum=maximum, now=clock())
         self.slots = ConcurrencySlots(self._limit.limit)
@@ -363,7 +364,7 @@ class AdaptiveConcurrency:
         answer may skip the work a success queues for."""
         # Learn first, then free the slot: a waiter handed it under the old limit must not
         # count as sent under the new one.
-        now = self._clock()
+        now = self.clock()
         if error is None:
             changed = self._limit.record(now - sent_at, overloaded=False, sent_at=sent_at, now=now)
         else:

@@ -256,10 +256,11 @@ class _Engine:
     def _add_workers(self, limit: int) -> None:
         """Enough workers for `limit` attempts on the wire, and as many again for items
         sleeping in a backoff (a worker keeps its item through it), up to `concurrency`."""
-        wanted = self._concurrency if self.adaptive is None else 2 * limit + _SPARE_WORKERS
-        wanted = min(wanted, self._concurrency)
         if self._halted or self.draining:
             return
+        wanted = self._concurrency
+        if self.adaptive is not None:
+            wanted = min(wanted, 2 * limit + _SPARE_WORKERS)
         while self._workers < wanted:
             self._workers += 1
             name = f"osvi-bulk-worker-{self._workers}"

@@ -93,8 +93,7 @@ async def call(  # noqa: PLR0912, PLR0915 - the one attempt loop, read top to bo
     `target` what error messages call it when not "session <id>", `log_target` what log
     records call it instead (a customer-addressed call: its pseudonym, never the id; the
     records then leave out error messages, which may name the customer), `entry` the text the
-    endpoint's
-    `accept` checks the answer against. `resent` says an earlier send of the same request
+    endpoint's `accept` checks the answer against. `resent` says an earlier send of the same request
     (an earlier call or run) may have applied it: the call starts as if after an attempt that
     may still apply. `telemetry`, when given, traces and counts the call (`_telemetry`).
     """

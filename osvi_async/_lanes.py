@@ -10,7 +10,6 @@ of the item's session.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -324,7 +323,7 @@ class AdaptiveItemGate(ItemGate):
 
     def _holding(self, number: int) -> None:
         """A slot is taken: tell the hook, mark the item on the wire."""
-        self._sent_at = time.monotonic()
+        self._sent_at = self._adaptive.clock()
         if number == 1 and self._on_send is not None:
             try:
                 self._tell_on_send()

@@ -105,6 +105,13 @@ class BulkCounts:
             self.maybe_applied += 1
 
     @property
+    def _limit_note(self) -> str:
+        """The summary's word on the adaptive limit, for `--concurrency auto` runs."""
+        if self.concurrency_limit is None:
+            return ""
+        return f", concurrency limit {self.concurrency_limit} at the end"
+
+    @property
     def left(self) -> bool:
         """Whether anything failed, was held or stopped, is final, or was never read."""
         return bool(self.failed or self.held or self.stopped or self.final or self.unread)
@@ -130,8 +137,7 @@ class BulkCounts:
                 f"{self.failed} failed, {self.held} held, {self.not_sent} not sent, "
                 f"{self.maybe_applied} may have been applied"
             )
-            if self.concurrency_limit is not None:
-                line += f", concurrency limit {self.concurrency_limit} at the end"
+            line += self._limit_note
             if self.left:
                 line += "; run again with --resume"
             return line
@@ -143,8 +149,7 @@ class BulkCounts:
             line += f", {self.maybe_applied} may have been applied"
         if self.possible_duplicates:
             line += f", {self.possible_duplicates} possible duplicates"
-        if self.concurrency_limit is not None:
-            line += f", concurrency limit {self.concurrency_limit} at the end"
+        line += self._limit_note
         if self.held or self.failed > self.failed_for_good:
             line += "; run again with --resume to retry what failed"
         return line
